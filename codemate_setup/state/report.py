@@ -1,0 +1,86 @@
+"""Human-readable rendering of a state document for terminals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codemate_setup.state.liveness import Liveness, assess, heartbeat_age
+from codemate_setup.state.schema import Phase
+
+
+def describe_status(document: dict[str, Any]) -> str:
+    """Return the overall status as a reader should see it.
+
+    A "running" setup whose process is gone reads "interrupted".
+    """
+    if assess(document) is Liveness.INTERRUPTED:
+        return "interrupted"
+    return str(document.get("overall_status"))
+
+
+def format_state(document: dict[str, Any]) -> str:
+    """Render a state document as a short multi-line report."""
+    status = describe_status(document)
+    lines = [
+        f"Setup {document.get('setup_id')}: {status}, "
+        f"{document.get('overall_progress')}% overall",
+    ]
+
+    target = document.get("target_version")
+    if target:
+        lines.append(f"  target version: {target}")
+
+    if status == "interrupted":
+        age = heartbeat_age(document)
+        seen = f", last heartbeat {age:.0f} s ago" if age is not None else ""
+        lines.append(
+            f"  process {document.get('pid')} is no longer running{seen}; "
+            "run the setup again with --resume to continue"
+        )
+
+    for phase in Phase:
+        lines.extend(_format_phase(phase.value, document["phases"][phase.value]))
+
+    if document.get("error_details"):
+        lines.append(f"  error: {document['error_details']}")
+    lines.append(f"  updated: {document.get('timestamp')}")
+    return "\n".join(lines)
+
+
+def _format_phase(name: str, phase_doc: dict[str, Any]) -> list[str]:
+    done = len(phase_doc.get("steps_completed") or [])
+    lines = [
+        f"  {name}: {phase_doc['status']} {phase_doc['progress']}% "
+        f"({done}/{phase_doc['steps_total']} steps) - {phase_doc['current_step']}"
+    ]
+
+    detail = phase_doc.get("detail")
+    if isinstance(detail, dict) and detail:
+        lines.append(f"    {_format_detail(detail)}")
+
+    for warning in phase_doc.get("warnings") or []:
+        lines.append(f"    warning: {warning}")
+    for fallback in phase_doc.get("fallbacks") or []:
+        lines.append(f"    fallback: {fallback}")
+    return lines
+
+
+def _format_detail(detail: dict[str, Any]) -> str:
+    if "bytes_total" in detail or "bytes_done" in detail:
+        done = _mib(detail.get("bytes_done"))
+        total = _mib(detail.get("bytes_total"))
+        rate = _mib(detail.get("bytes_per_second"))
+        eta = detail.get("eta_seconds")
+        text = f"{done} of {total} MiB at {rate} MiB/s"
+        if isinstance(eta, (int, float)):
+            text += f", {eta:.0f} s left"
+        return text
+    if "items_total" in detail:
+        return f"{detail.get('items_done')} of {detail.get('items_total')} items"
+    return ", ".join(f"{key}={value}" for key, value in sorted(detail.items()))
+
+
+def _mib(value: object) -> str:
+    if isinstance(value, (int, float)):
+        return f"{value / 1024 / 1024:.1f}"
+    return "?"

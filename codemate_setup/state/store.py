@@ -1,0 +1,146 @@
+"""Locked, atomic, crash-safe storage of the state document.
+
+Writers hold a ``filelock`` lock on ``setup_state.lock`` across the whole
+read-modify-write and replace the file atomically. Readers take no lock: every
+version of the file on disk is a complete document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from codemate_setup.errors import StateFileError
+from codemate_setup.fsutil import atomic_write_bytes, remove_stale_temp_files
+from codemate_setup.state.schema import shape_problem
+
+logger = logging.getLogger(__name__)
+
+Mutator = Callable[[dict[str, Any] | None], dict[str, Any]]
+
+
+class StateStore:
+    """The state file and its lock.
+
+    Args:
+        path: The state file, such as ``~/.codemate.test/setup_state.json``.
+        durable: Fsync each write and its folder (the default). Tests of pure
+            logic may turn it off; readers never see a torn file either way.
+    """
+
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        self.path = path
+        self.lock_path = path.with_suffix(".lock")
+        self.durable = durable
+        self._lock = filelock.FileLock(str(self.lock_path))
+
+    def read(self) -> dict[str, Any] | None:
+        """Read the document without a lock.
+
+        Returns:
+            The parsed document, or None when the file does not exist.
+
+        Raises:
+            StateFileError: If the file is unreadable, not JSON, or not shaped
+                like a state document.
+        """
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StateFileError(f"cannot read the state file {self.path}: {e}") from e
+
+        return _parse(data, self.path)
+
+    def transact(self, mutate: Mutator, *, timeout: float) -> dict[str, Any] | None:
+        """Apply ``mutate`` to the document under the lock and write the result.
+
+        A corrupt document is moved aside and ``mutate`` receives None, as for
+        a missing file.
+
+        Args:
+            mutate: Takes the current document (or None) and returns the new one.
+            timeout: Seconds to wait for the lock.
+
+        Returns:
+            The written document, or None when the lock was not acquired in time.
+
+        Raises:
+            StateFileError: If the folder is not writable or the disk is full.
+        """
+        try:
+            self._lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            return None
+        except OSError as e:
+            raise StateFileError(
+                f"cannot create the state lock {self.lock_path}: {e}; "
+                "check that the folder exists and is writable"
+            ) from e
+
+        try:
+            document = mutate(self._read_or_quarantine())
+            self._write(document)
+            return document
+        finally:
+            self._lock.release()
+
+    def _read_or_quarantine(self) -> dict[str, Any] | None:
+        # Temp files can exist only while a writer holds the lock, so any left
+        # now belong to a writer that was killed mid-write.
+        remove_stale_temp_files(self.path.parent, self.path.name, older_than=0)
+
+        try:
+            return self.read()
+        except StateFileError as e:
+            if not self.path.exists():
+                raise
+            aside = self._move_aside()
+            logger.warning("%s; moved it to %s and started a fresh state", e, aside)
+            return None
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}")
+        counter = 1
+        while aside.exists():
+            aside = aside.with_name(f"{aside.name}.{counter}")
+            counter += 1
+        try:
+            os.replace(self.path, aside)
+        except OSError as e:
+            raise StateFileError(
+                f"the state file {self.path} is corrupt and cannot be moved aside: {e}"
+            ) from e
+        return aside
+
+    def _write(self, document: dict[str, Any]) -> None:
+        data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
+        try:
+            atomic_write_bytes(self.path, data + b"\n", durable=self.durable)
+        except OSError as e:
+            raise StateFileError(
+                f"cannot write the state file {self.path}: {e}; "
+                "check free disk space and the folder's permissions"
+            ) from e
+
+
+def _parse(data: bytes, path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        kind = "empty" if not data.strip() else "not valid JSON"
+        raise StateFileError(f"the state file {path} is {kind}") from e
+
+    problem = shape_problem(document)
+    if problem:
+        raise StateFileError(f"the state file {path} is invalid: {problem}")
+    return document

@@ -1,0 +1,112 @@
+"""``python setup_tracker.py``: printing the state, and liveness of a setup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from codemate_setup.state import Liveness, OverallStatus, Phase, SetupTracker, assess
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITER = Path(__file__).resolve().parent / "state_writer.py"
+
+
+def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "setup_tracker.py"), *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, CODEMATE_HOME=str(home), PYTHONPATH=str(ROOT)),
+    )
+
+
+def test_cli_no_setup_yet(tmp_path: Path) -> None:
+    result = run_cli(home=tmp_path / "home")
+    assert result.returncode == 0
+    assert "No setup has run yet" in result.stdout
+
+
+def test_cli_prints_phases_readably(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup("3.0.0")
+    tracker.start_phase(Phase.CODEBASE_UPDATE, 10)
+    tracker.complete_step(Phase.CODEBASE_UPDATE, "Initializing installation process")
+    tracker.add_warning(Phase.CODEBASE_UPDATE, "only 1.0 GiB free on /")
+    result = run_cli(home=tmp_path)
+    tracker.close()
+    assert result.returncode == 0
+    assert "running, 5% overall" in result.stdout
+    assert "codebase_update: running 10% (1/10 steps)" in result.stdout
+    assert "warning: only 1.0 GiB free on /" in result.stdout
+
+
+def test_cli_json_prints_document(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    setup_id = tracker.start_setup()
+    tracker.finish_setup(OverallStatus.COMPLETED)
+    result = run_cli("--json", home=tmp_path)
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["setup_id"] == setup_id
+
+
+def test_live_setup_assessed_running(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup()
+    document = tracker.load_setup_state()
+    tracker.close()
+    assert assess(document) is Liveness.RUNNING
+
+
+def test_killed_setup_reported_interrupted(tmp_path: Path) -> None:
+    state = tmp_path / "setup_state.json"
+    writer = subprocess.Popen(
+        [sys.executable, str(WRITER), "forever", str(state)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    deadline = time.monotonic() + 30
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=10)
+
+    document = json.loads(state.read_text())
+    assert document["overall_status"] == "running"
+    assert assess(document) is Liveness.INTERRUPTED
+    result = run_cli(home=tmp_path)
+    assert ": interrupted," in result.stdout
+    assert "--resume" in result.stdout
+
+
+def test_recycled_pid_reported_interrupted(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup()
+    tracker.close()
+    document = tracker.load_setup_state()
+    # Same pid, but a start time an hour before this process started.
+    document["process_start_time"] -= 3600
+    assert assess(document) is Liveness.INTERRUPTED
+
+
+def test_stale_heartbeat_reported_interrupted(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup()
+    tracker.close()
+    document = tracker.load_setup_state()
+    document["heartbeat"] = "2020-01-01T00:00:00.000000+00:00"
+    assert assess(document) is Liveness.INTERRUPTED
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+def test_finished_setup_assessed_finished(tmp_path: Path, status: str) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup()
+    tracker.finish_setup(status)
+    assert assess(tracker.load_setup_state()) is Liveness.FINISHED
