@@ -59,6 +59,16 @@ def start_setup(
     return document
 
 
+def resume_setup(document: dict[str, Any], owner: dict[str, Any]) -> None:
+    """Make ``document`` a running setup owned by this process again."""
+    document.update(owner)
+    document["overall_status"] = OverallStatus.RUNNING.value
+    document["error_details"] = None
+    document.pop("finished_at", None)
+    resumes = document.setdefault("resumed_at", [])
+    resumes.append(now_iso())
+
+
 def finish_setup(
     document: dict[str, Any], status: OverallStatus, error_details: str | None
 ) -> None:
@@ -107,13 +117,15 @@ def end_phase(document: dict[str, Any], phase: Phase, status: str) -> None:
 
 
 def fail_phase(document: dict[str, Any], phase: Phase, message: str) -> None:
-    """Mark a phase failed and name it in ``error_details``."""
+    """Mark a phase failed and, if no failure came first, name it in ``error_details``."""
     phase_doc = _phase(document, phase)
     _close_open_step(phase_doc)
     phase_doc["status"] = PhaseStatus.FAILED.value
     phase_doc["end_time"] = now_iso()
     phase_doc["error"] = message
-    document["error_details"] = f"{phase.value}: {message}"
+    # The first failure explains the setup; a later one is in its phase's "error".
+    if document.get("error_details") is None:
+        document["error_details"] = f"{phase.value}: {message}"
 
 
 def skip_phase(document: dict[str, Any], phase: Phase, reason: str) -> None:

@@ -119,6 +119,33 @@ class SetupTracker:
         logger.info("started setup %s (target version %s)", setup_id, target_version)
         return setup_id
 
+    def resume_setup(self) -> dict[str, Any]:
+        """Take over the setup in the state file after its process died.
+
+        This process becomes the owner, the setup runs again, and phases that
+        had completed or were skipped keep their status so the caller can skip
+        them.
+
+        Returns:
+            The document as it was before the takeover.
+
+        Raises:
+            StateFileError: If there is no setup to resume.
+        """
+        previous = self._store.read()
+        if previous is None:
+            raise StateFileError(
+                f"there is no setup to resume in {self.state_file_path}; "
+                "start a new one without --resume"
+            )
+        owner = owner_fields()
+        self._owner = True
+        self._write_now(lambda doc: mutations.resume_setup(doc, owner))
+        self._setup_id = previous["setup_id"]
+        self._start_heartbeat()
+        logger.info("resumed setup %s", self._setup_id)
+        return previous
+
     def join_setup(self, setup_id: str) -> None:
         """Report into a setup that another process owns, such as the orchestrator.
 

@@ -1,0 +1,1 @@
+"""The setup orchestrator: both phases, signals, status and live display."""

@@ -1,0 +1,173 @@
+"""The whole setup: update, then verification, under one setup lock."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from codemate_setup.errors import ExitCode, SetupError
+from codemate_setup.orchestrator.options import SetupOptions
+from codemate_setup.orchestrator.phases import (
+    Outcome,
+    PhaseResult,
+    run_update_phase,
+    run_verification_phase,
+)
+from codemate_setup.orchestrator.signals import CancelToken, cancel_on_signals
+from codemate_setup.setuplock import hold_setup_lock
+from codemate_setup.state import (
+    Liveness,
+    OverallStatus,
+    Phase,
+    PhaseStatus,
+    SetupTracker,
+    assess,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    """How a setup ended, for the summary and the exit code."""
+
+    setup_id: str
+    status: OverallStatus
+    exit_code: ExitCode
+    error_details: str | None
+    phases: dict[str, str]
+
+
+def run_setup(options: SetupOptions, token: CancelToken | None = None) -> SetupResult:
+    """Run a setup from start to end and record it in the state file.
+
+    Raises:
+        SetupBusyError: If another setup holds this home.
+        SetupError: If the state file cannot be written.
+    """
+    token = token or CancelToken()
+    with hold_setup_lock(options.layout), cancel_on_signals(token):
+        tracker = SetupTracker(options.layout.state_file)
+        try:
+            return _run_locked(options, tracker, token)
+        finally:
+            tracker.close()
+
+
+def _run_locked(
+    options: SetupOptions, tracker: SetupTracker, token: CancelToken
+) -> SetupResult:
+    done = _start_or_resume(options, tracker)
+    results: dict[Phase, PhaseResult] = {}
+
+    if Phase.CODEBASE_UPDATE in done:
+        logger.info("codebase_update completed in the interrupted run; skipping it")
+    elif options.skip_update:
+        tracker.skip_phase(Phase.CODEBASE_UPDATE, "skipped with --skip-update")
+    else:
+        results[Phase.CODEBASE_UPDATE] = run_update_phase(options, tracker, token.event)
+
+    if _cancelled(results, token):
+        return _finish(tracker, OverallStatus.CANCELLED, results, token)
+
+    if Phase.ENVIRONMENT_VERIFICATION in done:
+        logger.info("environment_verification completed in the interrupted run")
+    elif options.skip_verification:
+        tracker.skip_phase(
+            Phase.ENVIRONMENT_VERIFICATION, "skipped with --skip-verification"
+        )
+    elif not options.layout.version_file.exists():
+        tracker.skip_phase(
+            Phase.ENVIRONMENT_VERIFICATION, "no installation to verify in this home"
+        )
+    else:
+        results[Phase.ENVIRONMENT_VERIFICATION] = run_verification_phase(
+            options, tracker, token.event
+        )
+
+    if _cancelled(results, token):
+        return _finish(tracker, OverallStatus.CANCELLED, results, token)
+
+    failed = any(result.outcome is Outcome.FAILED for result in results.values())
+    status = OverallStatus.FAILED if failed else OverallStatus.COMPLETED
+    return _finish(tracker, status, results, token)
+
+
+def _start_or_resume(options: SetupOptions, tracker: SetupTracker) -> set[Phase]:
+    """Start a new setup, or take over the interrupted one with --resume.
+
+    Returns:
+        The phases that already completed in the resumed setup.
+    """
+    if options.resume:
+        previous = tracker.load_setup_state()
+        liveness = assess(previous)
+        if previous is not None and liveness in (
+            Liveness.INTERRUPTED,
+            Liveness.FINISHED,
+        ):
+            if previous.get("overall_status") != OverallStatus.COMPLETED.value:
+                return _resume(options, tracker, previous)
+            logger.info(
+                "setup %s already completed; starting a new one", previous["setup_id"]
+            )
+        else:
+            logger.info("no interrupted setup to resume; starting a new one")
+
+    target = str(options.version) if options.version is not None else None
+    tracker.start_setup(target)
+    return set()
+
+
+def _resume(options: SetupOptions, tracker: SetupTracker, previous: dict) -> set[Phase]:
+    tracker.resume_setup()
+    done = set()
+    for phase in Phase:
+        status = previous["phases"][phase.value]["status"]
+        if status in (PhaseStatus.COMPLETED.value, PhaseStatus.SKIPPED.value):
+            done.add(phase)
+    logger.info(
+        "resuming setup %s; phases already done: %s",
+        previous["setup_id"],
+        ", ".join(sorted(phase.value for phase in done)) or "none",
+    )
+    return done
+
+
+def _cancelled(results: dict[Phase, PhaseResult], token: CancelToken) -> bool:
+    return token.cancelled or any(
+        result.outcome is Outcome.CANCELLED for result in results.values()
+    )
+
+
+def _finish(
+    tracker: SetupTracker,
+    status: OverallStatus,
+    results: dict[Phase, PhaseResult],
+    token: CancelToken,
+) -> SetupResult:
+    error = None
+    if status is OverallStatus.CANCELLED:
+        phase = next(iter(reversed(results)), Phase.CODEBASE_UPDATE)
+        error = f"{phase.value}: cancelled by {token.signal_name or 'the user'}"
+    tracker.finish_setup(status, error)
+
+    document = tracker.load_setup_state() or {}
+    exit_code = {
+        OverallStatus.COMPLETED: ExitCode.OK,
+        OverallStatus.FAILED: ExitCode.FAILED,
+        OverallStatus.CANCELLED: ExitCode.INTERRUPTED,
+    }[status]
+    return SetupResult(
+        setup_id=tracker.setup_id or "",
+        status=status,
+        exit_code=exit_code,
+        error_details=document.get("error_details"),
+        phases={
+            name: phase_doc["status"]
+            for name, phase_doc in document.get("phases", {}).items()
+        },
+    )
+
+
+__all__ = ["SetupError", "SetupResult", "run_setup"]
