@@ -35,7 +35,7 @@ def write_forever(state_file: str) -> None:
 
 
 def read_until(state_file: str, stop_file: str, result_file: str) -> None:
-    """Read the state without a lock until ``stop_file`` exists; record what was seen."""
+    """Read the state without a lock until ``stop_file`` exists, recording each read."""
     path = Path(state_file)
     reads = 0
     failures: list[str] = []
@@ -64,7 +64,6 @@ def take_lock_once(state_file: str) -> None:
     store = StateStore(Path(state_file))
     written = store.transact(lambda doc: doc, timeout=0)
     sys.exit(0 if written is not None else 1)
-
 
 
 MODES = {

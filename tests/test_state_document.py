@@ -53,7 +53,7 @@ def assert_contract_shape(document: dict) -> None:
             assert isinstance(phase_doc[key], expected), key
         assert all(isinstance(step, str) for step in phase_doc["steps_completed"])
         assert 0 <= phase_doc["progress"] <= 100
-    assert METADATA_KEYS <= set(document["metadata"])
+    assert set(document["metadata"]) >= METADATA_KEYS
     assert 0 <= document["overall_progress"] <= 100
     stamp = dt.datetime.fromisoformat(document["timestamp"])
     assert stamp.utcoffset() is not None
@@ -70,7 +70,9 @@ CALLS = {
         "codebase_update", "Downloading application files", False, 5
     ),
     "set_step_progress": lambda t: (
-        t.set_step_progress("codebase_update", 0.5, {"bytes_done": 5, "bytes_total": 10}),
+        t.set_step_progress(
+            "codebase_update", 0.5, {"bytes_done": 5, "bytes_total": 10}
+        ),
         t.flush(),
     ),
     "add_warning": lambda t: t.add_warning("codebase_update", "low disk space"),
@@ -205,13 +207,17 @@ def test_finish_keeps_earlier_error_details(tracker: SetupTracker) -> None:
     tracker.start_phase(Phase.CODEBASE_UPDATE, 10)
     tracker.fail_phase(Phase.CODEBASE_UPDATE, "Failed to download main.py")
     tracker.finish_setup(OverallStatus.FAILED)
-    assert read(tracker)["error_details"] == "codebase_update: Failed to download main.py"
+    assert (
+        read(tracker)["error_details"] == "codebase_update: Failed to download main.py"
+    )
 
 
 def test_cancel_marks_running_phase_failed(tracker: SetupTracker) -> None:
     tracker.start_setup()
     tracker.start_phase(Phase.CODEBASE_UPDATE, 10)
-    tracker.finish_setup(OverallStatus.CANCELLED, "codebase_update: cancelled by SIGINT")
+    tracker.finish_setup(
+        OverallStatus.CANCELLED, "codebase_update: cancelled by SIGINT"
+    )
     document = read(tracker)
     assert document["overall_status"] == "cancelled"
     assert document["phases"]["codebase_update"]["status"] == "failed"
@@ -245,7 +251,9 @@ def test_progress_writes_are_coalesced(
     writes = []
     real_write = StateStore._write
     monkeypatch.setattr(
-        StateStore, "_write", lambda store, doc: (writes.append(1), real_write(store, doc))
+        StateStore,
+        "_write",
+        lambda store, doc: (writes.append(1), real_write(store, doc)),
     )
     started = time.monotonic()
     for step in range(1, 501):
@@ -285,7 +293,13 @@ def test_heartbeat_refreshes_while_running(tracker: SetupTracker) -> None:
 
 @pytest.mark.parametrize(
     ("completed", "total", "fraction", "expected"),
-    [(0, 10, 0.0, 0), (1, 10, 0.5, 15), (10, 10, 0.0, 99), (3, 0, 0.0, 0), (0, 8, 2.0, 12)],
+    [
+        (0, 10, 0.0, 0),
+        (1, 10, 0.5, 15),
+        (10, 10, 0.0, 99),
+        (3, 0, 0.0, 0),
+        (0, 8, 2.0, 12),
+    ],
 )
 def test_step_progress_arithmetic(
     completed: int, total: int, fraction: float, expected: int

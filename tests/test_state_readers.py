@@ -77,7 +77,9 @@ def test_jq_reads_parse_during_writes(tmp_path: Path) -> None:
     finally:
         stop_writer(writer)
     assert len(values) == READS
-    assert all(later >= earlier for earlier, later in zip(values, values[1:]))
+    assert all(
+        later >= earlier for earlier, later in zip(values, values[1:], strict=False)
+    )
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
