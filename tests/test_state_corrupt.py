@@ -21,7 +21,9 @@ CORRUPT_CONTENTS = {
     "empty": b"",
     "not_json": b"<html>not json</html>",
     "json_list": b"[1, 2, 3]",
-    "missing_phases": json.dumps({"setup_id": "s", "overall_status": "running"}).encode(),
+    "missing_phases": json.dumps(
+        {"setup_id": "s", "overall_status": "running"}
+    ).encode(),
     "binary": b"\x00\xff\xfe\x00",
 }
 

@@ -49,7 +49,9 @@ def test_concurrent_writers_and_readers(tmp_path: Path) -> None:
         assert reader.wait(timeout=60) == 0
     owner.close()
 
-    steps = json.loads(state.read_text())["phases"]["codebase_update"]["steps_completed"]
+    steps = json.loads(state.read_text())["phases"]["codebase_update"][
+        "steps_completed"
+    ]
     expected = {f"writer {w} step {n}" for w in range(4) for n in range(250)}
     assert len(steps) == 1000
     assert set(steps) == expected
