@@ -1,0 +1,3 @@
+"""The example CodeMate application package."""
+
+__version__ = "2.9.0"
