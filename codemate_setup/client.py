@@ -1,0 +1,546 @@
+"""HTTP client of the middleware: health, releases, release information, manifests.
+
+One :class:`MiddlewareClient` owns one ``requests`` session whose connection
+pool is shared by every request, including the parallel downloads of
+:mod:`codemate_setup.download`. The client enforces the transport rules:
+HTTPS for every host that is not on loopback (unless explicitly allowed), TLS
+verification always on, bounded response sizes, and no credentials in logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode, urljoin, urlsplit
+
+import requests
+from packaging.version import Version
+from requests.adapters import HTTPAdapter
+
+from codemate_setup import __version__
+from codemate_setup.config import Limits
+from codemate_setup.errors import ManifestError, MiddlewareError, UsageError
+from codemate_setup.middleware_url import is_loopback_host, validate_base_url
+from codemate_setup.paths import validate_release_path
+from codemate_setup.redact import redact_text, redact_url
+from codemate_setup.retry import (
+    describe_request_error,
+    is_connection_refused,
+    is_retryable_exception,
+    is_retryable_status,
+    parse_retry_after,
+    retry_wait,
+)
+from codemate_setup.versions import parse_version, url_version
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"codemate-setup/{__version__}"
+
+# Smallest connection pool per host. The pool also covers every download
+# worker, so parallel downloads reuse connections instead of discarding them.
+MIN_POOL_SIZE = 10
+
+# Bytes read per iteration when streaming a JSON document.
+JSON_CHUNK_BYTES = 64 * 1024
+
+
+class MiddlewareClient:
+    """Client of the middleware's HTTP API over one pooled ``requests`` session.
+
+    Requests to the JSON endpoints are retried with exponential backoff and
+    full jitter on timeouts, dropped connections, 5xx and 429 (honouring
+    ``Retry-After``). A refused connection is not retried there: before any
+    download it means a wrong URL or a stopped server, and the user learns it
+    at once.
+
+    Attributes:
+        session: The shared session; its adapter pools ``pool_size``
+            connections per host.
+        base_url: The validated base URL, without a trailing slash.
+        repo: The ``repo`` query parameter added to every request, if any.
+        limits: Bounds on sizes, timeouts, retries and workers.
+        pool_size: Connections kept per host by the session's adapter.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        repo: str | None = None,
+        limits: Limits = Limits(),  # noqa: B008 - Limits is frozen, so sharing is safe
+        allow_insecure_http: bool = False,
+    ) -> None:
+        """Create the client and its session without sending anything.
+
+        Args:
+            base_url: The middleware URL, such as ``http://127.0.0.1:8000``.
+            repo: Value of the ``repo`` query parameter, or None to omit it.
+            limits: Bounds on what the server can make the client do.
+            allow_insecure_http: Accept plain http to a host not on loopback.
+
+        Raises:
+            UsageError: If the URL is invalid, plain http goes to a host that
+                is not on loopback without the permission, or ``repo`` is an
+                empty string.
+        """
+        self.base_url = validate_base_url(
+            base_url, allow_insecure_http=allow_insecure_http
+        )
+        if repo is not None and not repo.strip():
+            raise UsageError("invalid repo '': expected a repository name or no --repo")
+
+        self.repo = repo
+        self.limits = limits
+        self.allow_insecure_http = allow_insecure_http
+        self.display_url = redact_url(self.base_url) + "/"
+        self.pool_size = max(MIN_POOL_SIZE, limits.download_workers)
+        self.session = self._build_session()
+        self._closed = threading.Event()
+        self._environment: dict[str, Any] | None = None
+        self._netrc: tuple[tuple[str, str] | None] | None = None
+        logger.debug(
+            "middleware client for %s (repo=%s, pool=%d)",
+            self.display_url,
+            repo,
+            self.pool_size,
+        )
+
+    def _build_session(self) -> requests.Session:
+        session = requests.Session()
+
+        # This module and the downloader retry, because they handle
+        # Retry-After, resumes and cancellation, so urllib3 must not retry.
+        adapter = HTTPAdapter(
+            pool_connections=4, pool_maxsize=self.pool_size, max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+
+        # trust_env stays on so that REQUESTS_CA_BUNDLE and proxies apply, and
+        # verify stays True so that no setting turns TLS verification off.
+        session.verify = True
+        session.headers["User-Agent"] = USER_AGENT
+        session.headers["Accept-Encoding"] = "identity"
+        session.hooks["response"].append(self._check_redirect)
+        return session
+
+    def _check_redirect(self, response: requests.Response, **_: Any) -> None:
+        """Reject a redirect from the middleware to plain http on a remote host."""
+        if not response.is_redirect:
+            return
+
+        target = urljoin(response.url, response.headers.get("Location", ""))
+        parts = urlsplit(target)
+        insecure = parts.scheme != "https" and not is_loopback_host(
+            parts.hostname or ""
+        )
+        if insecure and not self.allow_insecure_http:
+            response.close()
+            raise MiddlewareError(
+                f"the middleware at {self.display_url} redirected "
+                f"{redact_url(response.url)} to {redact_url(target)}, which is not "
+                "https; fix the middleware or pass --allow-insecure-http"
+            )
+
+    def close(self) -> None:
+        """Close the session and its pooled connections."""
+        self._closed.set()
+        self.session.close()
+
+    def __enter__(self) -> MiddlewareClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open_stream(
+        self, url: str, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
+        """Send a GET through the shared session and return the unread response.
+
+        The proxy, CA bundle and ``.netrc`` settings that ``requests`` reads
+        from the environment are resolved once per client rather than for
+        every request, which matters when thousands of small files download.
+
+        Args:
+            url: An absolute URL, usually from :meth:`download_url`.
+            headers: Extra request headers, such as ``Range``.
+
+        Returns:
+            The response with its body not yet read; the caller closes it.
+
+        Raises:
+            requests.RequestException: If the request fails before a response.
+            MiddlewareError: If the middleware redirects to plain http.
+        """
+        merged = dict(self.session.headers)
+        if headers:
+            merged.update(headers)
+
+        prepared = requests.PreparedRequest()
+        prepared.prepare(
+            method="GET",
+            url=url,
+            headers=merged,
+            auth=self._netrc_auth(),
+            cookies=self.session.cookies,
+            hooks=self.session.hooks,
+        )
+        settings = self._environment_settings()
+        return self.session.send(
+            prepared,
+            stream=True,
+            timeout=self.timeout,
+            allow_redirects=True,
+            verify=settings["verify"],
+            proxies=settings["proxies"],
+            cert=settings["cert"],
+        )
+
+    def _environment_settings(self) -> dict[str, Any]:
+        if self._environment is None:
+            self._environment = self.session.merge_environment_settings(
+                self.base_url, {}, True, None, None
+            )
+        return self._environment
+
+    def _netrc_auth(self) -> tuple[str, str] | None:
+        """Return the ``.netrc`` credentials for the middleware host, looked up once.
+
+        Credentials in the URL itself win, as in ``requests``.
+        """
+        if self._netrc is None:
+            found = None
+            if self.session.trust_env and "@" not in urlsplit(self.base_url).netloc:
+                found = requests.utils.get_netrc_auth(self.base_url)
+            self._netrc = (found,)
+        return self._netrc[0]
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """The ``(connect, read)`` timeouts in seconds for every request."""
+        return (self.limits.connect_timeout, self.limits.read_timeout)
+
+    def endpoint_url(self, path: str) -> str:
+        """Join an API path such as ``/releases`` to the base URL, with ``repo``."""
+        url = self.base_url + path
+        if self.repo is not None:
+            url += "?" + urlencode({"repo": self.repo})
+        return url
+
+    def download_url(self, version: Version, path: str) -> str:
+        """Return the URL of one file of a release, with the path percent-quoted.
+
+        Args:
+            version: The release version.
+            path: A release path such as ``pkg/main.py``.
+
+        Raises:
+            ManifestError: If the path is not a safe release path.
+        """
+        validate_release_path(path)
+        quoted = quote(path, safe="/")
+        return self.endpoint_url(f"/download/{url_version(version)}/{quoted}")
+
+    def health(self) -> dict[str, Any]:
+        """Fetch ``/health`` and return its JSON object.
+
+        Raises:
+            MiddlewareError: If the middleware cannot be reached or does not
+                return a JSON object.
+        """
+        document = self._get_json(
+            "/health",
+            limit=self.limits.max_release_list_bytes,
+            description="health status",
+        )
+        if not isinstance(document, dict):
+            raise MiddlewareError(
+                f"the health status from the middleware at {self.display_url} must "
+                f"be a JSON object, got {type(document).__name__}; check "
+                "--middleware-url"
+            )
+        return document
+
+    def list_releases(self) -> list[dict[str, Any]]:
+        """Fetch the releases the middleware offers.
+
+        Each returned entry has a ``"version"`` that :func:`parse_version`
+        accepts, rewritten in canonical form (``v3.0.0`` becomes ``3.0.0``).
+        Entries without a valid version are left out with a warning.
+
+        Raises:
+            MiddlewareError: If the middleware cannot be reached, the list is
+                larger than ``Limits.max_release_list_bytes``, or it is not a
+                JSON list.
+        """
+        document = self._get_json(
+            "/releases",
+            limit=self.limits.max_release_list_bytes,
+            description="release list",
+        )
+        if isinstance(document, dict) and isinstance(document.get("releases"), list):
+            document = document["releases"]
+        if not isinstance(document, list):
+            raise MiddlewareError(
+                f"the release list from the middleware at {self.display_url} must "
+                f"be a JSON list, got {type(document).__name__}; check "
+                "--middleware-url"
+            )
+        return _valid_release_entries(document)
+
+    def release_info(self, version: Version) -> dict[str, Any]:
+        """Fetch the release information ``/codebase/v{VERSION}``.
+
+        Raises:
+            MiddlewareError: If the release is not found, the middleware
+                cannot be reached, or the response is not a JSON object.
+        """
+        document = self._get_json(
+            f"/codebase/{url_version(version)}",
+            limit=self.limits.max_manifest_bytes,
+            description=f"release information of {version}",
+            version=version,
+        )
+        if not isinstance(document, dict):
+            raise MiddlewareError(
+                f"the release information of {version} from the middleware at "
+                f"{self.display_url} must be a JSON object, got "
+                f"{type(document).__name__}"
+            )
+        return document
+
+    def fetch_manifest(self, version: Version) -> dict[str, Any]:
+        """Fetch and parse the manifest of a release, bounded in size.
+
+        The size limit ``Limits.max_manifest_bytes`` is enforced on the
+        ``Content-Length`` header and again while the body streams, so an
+        oversized manifest is never held in memory whole.
+
+        Raises:
+            MiddlewareError: If the release is not found or the middleware
+                cannot be reached.
+            ManifestError: If the manifest is too large, is not valid JSON, or
+                is not a JSON object.
+        """
+        document = self._get_json(
+            f"/manifest/{url_version(version)}",
+            limit=self.limits.max_manifest_bytes,
+            description=f"manifest of release {version}",
+            version=version,
+            error_class=ManifestError,
+        )
+        if not isinstance(document, dict):
+            raise ManifestError(
+                f"the manifest of release {version} must be a JSON object, got "
+                f"{type(document).__name__}"
+            )
+        return document
+
+    def _get_json(
+        self,
+        path: str,
+        *,
+        limit: int,
+        description: str,
+        version: Version | None = None,
+        error_class: type[Exception] = MiddlewareError,
+    ) -> Any:
+        """GET a JSON document with retries, a size bound and clear errors."""
+        url = self.endpoint_url(path)
+        body = self._get_bounded(
+            url,
+            limit=limit,
+            description=description,
+            version=version,
+            error_class=error_class,
+        )
+
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as e:
+            raise error_class(
+                f"the {description} from the middleware at {self.display_url} is not "
+                f"valid JSON: {e}; check that the middleware serves this API"
+            ) from e
+
+    def _get_bounded(
+        self,
+        url: str,
+        *,
+        limit: int,
+        description: str,
+        version: Version | None,
+        error_class: type[Exception],
+    ) -> bytes:
+        """GET ``url`` and return its body, retrying what is worth retrying."""
+        attempt = 0
+        while True:
+            try:
+                return self._get_once(
+                    url,
+                    limit=limit,
+                    description=description,
+                    version=version,
+                    error_class=error_class,
+                )
+            except _RetryableResponse as e:
+                cause: Exception = e
+                reason = e.reason
+                retry_after = e.retry_after
+                final_error = MiddlewareError(
+                    f"the middleware at {self.display_url} failed to send the "
+                    f"{description}: {reason} after {attempt + 1} attempts; check the "
+                    "middleware's log and try again later"
+                )
+            except requests.RequestException as e:
+                cause = e
+                reason = describe_request_error(e)
+                retry_after = None
+                final_error = self._unreachable_error(e)
+                if is_connection_refused(e) or not is_retryable_exception(e):
+                    raise final_error from e
+
+            if attempt >= self.limits.max_retries or self._closed.is_set():
+                raise final_error from cause
+
+            attempt += 1
+            delay = retry_wait(
+                attempt,
+                retry_after,
+                self.limits.backoff_base,
+                self.limits.backoff_max,
+            )
+            logger.info(
+                "retrying %s from %s (attempt %d of %d) in %.2f s: %s",
+                description,
+                redact_url(url),
+                attempt + 1,
+                self.limits.max_retries + 1,
+                delay,
+                reason,
+            )
+            time.sleep(delay)
+
+    def _get_once(
+        self,
+        url: str,
+        *,
+        limit: int,
+        description: str,
+        version: Version | None,
+        error_class: type[Exception],
+    ) -> bytes:
+        logger.debug("GET %s", redact_url(url))
+        with self.session.get(url, stream=True, timeout=self.timeout) as response:
+            self._check_status(response, description=description, version=version)
+            return self._read_body(
+                response, limit=limit, description=description, error_class=error_class
+            )
+
+    def _check_status(
+        self, response: requests.Response, *, description: str, version: Version | None
+    ) -> None:
+        status = response.status_code
+        if status == 200:
+            return
+
+        if is_retryable_status(status):
+            raise _RetryableResponse(
+                f"HTTP {status}",
+                parse_retry_after(
+                    response.headers.get("Retry-After"),
+                    cap=self.limits.max_retry_after,
+                ),
+            )
+
+        if status == 404 and version is not None:
+            raise MiddlewareError(
+                f"release {version} not found on the middleware at "
+                f"{self.display_url}; run `update.py --list` to see the available "
+                "versions"
+            )
+
+        raise MiddlewareError(
+            f"the middleware at {self.display_url} returned HTTP {status} for the "
+            f"request for the {description} ({redact_url(response.url)}); check "
+            "--middleware-url and --repo"
+        )
+
+    def _read_body(
+        self,
+        response: requests.Response,
+        *,
+        limit: int,
+        description: str,
+        error_class: type[Exception],
+    ) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        too_large = (
+            f"the {description} from the middleware at {self.display_url} must be "
+            f"at most {limit} bytes"
+        )
+        if declared.isdigit() and int(declared) > limit:
+            raise error_class(f"{too_large}, but it declares {declared} bytes")
+
+        received = bytearray()
+        try:
+            for chunk in response.iter_content(JSON_CHUNK_BYTES):
+                received += chunk
+                if len(received) > limit:
+                    raise error_class(
+                        f"{too_large}, but it sent more, so the transfer was stopped"
+                    )
+        except requests.RequestException as e:
+            if not is_retryable_exception(e):
+                raise
+            raise _RetryableResponse(describe_request_error(e), None) from e
+
+        return bytes(received)
+
+    def _unreachable_error(self, error: BaseException) -> MiddlewareError:
+        reason = describe_request_error(error)
+        if isinstance(error, requests.exceptions.SSLError):
+            return MiddlewareError(
+                f"cannot reach the middleware at {self.display_url}: {reason} "
+                f"({redact_text(str(error))}); install the server's CA certificate "
+                "or point REQUESTS_CA_BUNDLE at it"
+            )
+        return MiddlewareError(
+            f"cannot reach the middleware at {self.display_url}: {reason}; check "
+            "that it is running or pass --middleware-url"
+        )
+
+
+class _RetryableResponse(Exception):
+    """A response worth retrying: a 5xx, a 429 or a body cut off mid-way."""
+
+    def __init__(self, reason: str, retry_after: float | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _valid_release_entries(entries: list[Any]) -> list[dict[str, Any]]:
+    """Keep the release entries whose version parses, in canonical form."""
+    valid = []
+    for entry in entries:
+        raw = entry.get("version") if isinstance(entry, dict) else None
+        try:
+            version = parse_version(raw) if isinstance(raw, str) else None
+        except UsageError:
+            version = None
+
+        if version is None:
+            logger.warning(
+                "ignoring a release entry without a valid version: %.200r", entry
+            )
+            continue
+
+        valid.append({**entry, "version": str(version)})
+    return valid

@@ -1,0 +1,516 @@
+"""Download of one release file: streamed, hashed, bounded, resumed and retried.
+
+:class:`FileDownload` moves one :class:`~codemate_setup.download.DownloadItem`
+from the middleware into ``DEST.part`` and renames it to ``DEST`` once its size
+and sha256 check out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+from collections.abc import Callable
+from typing import BinaryIO
+
+import requests
+import urllib3.exceptions
+
+from codemate_setup.download_run import DownloadRun, PlannedItem, hash_stream
+from codemate_setup.errors import InstallError, IntegrityError, MiddlewareError
+from codemate_setup.fsutil import replace_with_retry
+from codemate_setup.partial import (
+    EMPTY_SHA256,
+    content_range_problem,
+    parse_content_range,
+    part_path,
+    remove_partial,
+    sidecar_path,
+    write_sidecar,
+)
+from codemate_setup.redact import redact_text, redact_url
+from codemate_setup.retry import (
+    CUT_OFF_REASON,
+    describe_request_error,
+    is_retryable_exception,
+    is_retryable_status,
+    parse_retry_after,
+    retry_wait,
+)
+
+logger = logging.getLogger(__name__)
+
+# Restarts from byte 0 after a size or hash mismatch before IntegrityError.
+MISMATCH_RESTARTS = 1
+
+# Errors raised while reading a response body that mean the transfer broke.
+_READ_ERRORS = (
+    http.client.HTTPException,
+    urllib3.exceptions.HTTPError,
+    requests.RequestException,
+    OSError,
+)
+
+
+class _Transient(Exception):
+    """A failure worth retrying, resuming from the bytes already received."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _Restart(Exception):
+    """The server cannot continue the partial file: retry from byte 0."""
+
+
+class _Mismatch(Exception):
+    """The bytes received are not the declared file."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class _PartFile:
+    """The open ``.part`` file of one download and the hash of its bytes."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.hasher = hashlib.sha256()
+        self.received = 0
+        self.validator: str | None = None
+
+    def reset(self) -> None:
+        """Drop every byte received, to start again from byte 0."""
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.hasher = hashlib.sha256()
+        self.received = 0
+        self.validator = None
+
+
+class FileDownload:
+    """Download one item into its part file, verify it, and move it into place."""
+
+    def __init__(self, run: DownloadRun, planned: PlannedItem) -> None:
+        self.run = run
+        self.item = planned.item
+        self.resume_bytes = planned.part_bytes
+        self.url = run.client.download_url(self.item.version, self.item.path)
+        self.part = part_path(self.item.dest)
+        self.label = f"{self.item.path} of release {self.item.version}"
+        self.credited = 0
+        self.has_sidecar = planned.part_bytes > 0
+        # The file's total length from the first response, for items whose
+        # manifest entry has no size.
+        self.server_total: int | None = None
+
+    def execute(self) -> None:
+        """Download, verify and rename the file.
+
+        Raises:
+            IntegrityError: If the size or hash is still wrong after one
+                restart from scratch, or the server sends more bytes than
+                allowed.
+            MiddlewareError: If the server refuses the file or keeps failing
+                after ``Limits.max_retries`` retries.
+            InstallError: If the staging folder cannot be written.
+            DownloadStopped: If the run was stopped meanwhile.
+        """
+        item = self.item
+        if item.size == 0 and item.sha256 in (None, EMPTY_SHA256):
+            self._write_empty()
+            return
+
+        try:
+            self.run.make_folder(item.dest.parent)
+            part = self._open_part()
+        except OSError as e:
+            raise self._write_error(e) from e
+
+        try:
+            with part.handle:
+                self._transfer_until_verified(part)
+        except IntegrityError:
+            # The bytes are known to be wrong, so they must not be resumed.
+            remove_partial(item.dest)
+            raise
+
+        self._move_into_place()
+
+    def _open_part(self) -> _PartFile:
+        item = self.item
+        if self.resume_bytes:
+            return self._open_resumed_part()
+
+        # Only a part file that a later run may resume needs a sidecar. A file
+        # of one chunk is cheaper to fetch again than to describe.
+        if item.sha256 is not None and (
+            item.size is None or item.size > self.run.limits.chunk_bytes
+        ):
+            write_sidecar(item)
+            self.has_sidecar = True
+        return _PartFile(open(self.part, "wb"))  # noqa: SIM115 - closed by execute()
+
+    def _open_resumed_part(self) -> _PartFile:
+        """Open the part file of an earlier run and hash the bytes it has."""
+        handle = open(self.part, "r+b")  # noqa: SIM115 - closed by execute()
+        part = _PartFile(handle)
+        try:
+            hash_stream(self.run, handle, part.hasher)
+        except BaseException:
+            handle.close()
+            raise
+
+        part.received = handle.tell()
+        self._credit(part.received, transferred=False)
+        self.run.count("bytes_reused", part.received)
+        logger.debug("resuming %s from byte %d", self.label, part.received)
+        return part
+
+    def _transfer_until_verified(self, part: _PartFile) -> None:
+        retries = 0
+        restarts = 0
+        while True:
+            self.run.raise_if_stopped()
+            try:
+                if not self._complete(part):
+                    self._transfer(part)
+                self._verify(part)
+                return
+            except _Mismatch as mismatch:
+                self.run.raise_if_stopped()
+                if restarts >= MISMATCH_RESTARTS:
+                    raise IntegrityError(
+                        f"downloaded file {self.item.path} of release "
+                        f"{self.item.version} does not match its manifest: "
+                        f"expected {mismatch.expected}, got {mismatch.actual}; "
+                        "the middleware serves other bytes than its manifest "
+                        "declares, so republish the release or check any proxy "
+                        "in between"
+                    ) from mismatch
+                restarts += 1
+                reason = f"expected {mismatch.expected}, got {mismatch.actual}"
+                self._log_retry(restarts, MISMATCH_RESTARTS, 0.0, reason, "restart")
+                self.run.count("retries")
+                part.reset()
+            except _Restart as restart:
+                self.run.raise_if_stopped()
+                retries = self._before_retry(retries, restart, str(restart), None)
+                part.reset()
+            except _Transient as transient:
+                self.run.raise_if_stopped()
+                retries = self._before_retry(
+                    retries, transient, transient.reason, transient.retry_after
+                )
+                if not self._can_resume(part):
+                    part.reset()
+
+    def _complete(self, part: _PartFile) -> bool:
+        """Tell whether the part file already has every declared byte."""
+        total = self._expected_total()
+        return total is not None and part.received >= total and part.received > 0
+
+    def _can_resume(self, part: _PartFile) -> bool:
+        # A file with a hash is verified at the end, so wrong bytes mixed in by
+        # a resume are caught there. Without a hash, only a validator sent in
+        # If-Range proves that the file on the server did not change.
+        return self.item.sha256 is not None or part.validator is not None
+
+    def _before_retry(
+        self,
+        retries: int,
+        failure: Exception,
+        reason: str,
+        retry_after: float | None,
+    ) -> int:
+        """Wait before the next attempt, or raise when no retry is left."""
+        limits = self.run.limits
+        if retries >= limits.max_retries:
+            raise MiddlewareError(
+                f"downloading {self.label} from the middleware at "
+                f"{self.run.client.display_url} failed after {retries + 1} attempts: "
+                f"{reason}; check the middleware and run the update again to "
+                "resume"
+            ) from failure
+
+        retries += 1
+        delay = retry_wait(
+            retries, retry_after, limits.backoff_base, limits.backoff_max
+        )
+        self._log_retry(retries, limits.max_retries, delay, reason, "retry")
+        self.run.count("retries")
+        self.run.sleep(delay)
+        return retries
+
+    def _log_retry(
+        self, attempt: int, limit: int, delay: float, reason: str, kind: str
+    ) -> None:
+        logger.info(
+            "%s %d of %d for %s in %.2f s: %s",
+            kind,
+            attempt,
+            limit,
+            self.label,
+            delay,
+            redact_text(reason),
+        )
+
+    def _expected_total(self) -> int | None:
+        return self.item.size if self.item.size is not None else self.server_total
+
+    def _transfer(self, part: _PartFile) -> None:
+        """Send one request and append its body to the part file."""
+        headers = {"Accept-Encoding": "identity"}
+        if part.received:
+            headers["Range"] = f"bytes={part.received}-"
+            if part.validator is not None:
+                headers["If-Range"] = part.validator
+
+        client = self.run.client
+        logger.debug("GET %s %s", redact_url(self.url), headers.get("Range", ""))
+        try:
+            response = client.open_stream(self.url, headers)
+        except requests.RequestException as e:
+            self.run.raise_if_stopped()
+            if not is_retryable_exception(e):
+                raise MiddlewareError(
+                    f"downloading {self.label} from the middleware at "
+                    f"{client.display_url} failed: {describe_request_error(e)} "
+                    f"({redact_text(str(e))})"
+                ) from e
+            raise _Transient(describe_request_error(e)) from e
+
+        # Closing a response whose body was read to the end keeps its
+        # connection in the pool, while closing it earlier closes the socket.
+        with response, self.run.track(response):
+            self._accept(response, part)
+            self._stream_body(response, part)
+
+    def _accept(self, response: requests.Response, part: _PartFile) -> None:
+        """Check the status and headers, and reset the part file when needed."""
+        status = response.status_code
+        if status == 200:
+            if part.received:
+                logger.debug("%s: the server ignored Range, restarting", self.label)
+                part.reset()
+            header_total = _content_length(response)
+        elif status == 206:
+            header_total = self._accept_partial(response, part)
+        elif status == 416:
+            raise _Restart(f"HTTP 416 for a range from byte {part.received}")
+        elif is_retryable_status(status):
+            retry_after = parse_retry_after(
+                response.headers.get("Retry-After"),
+                cap=self.run.limits.max_retry_after,
+            )
+            raise _Transient(f"HTTP {status}", retry_after)
+        else:
+            raise self._status_error(status)
+
+        self._check_encoding(response)
+        self._check_total(header_total)
+        if self.item.size is None and (status == 200 or self.server_total is None):
+            self.server_total = header_total
+        if part.received == 0:
+            part.validator = _validator(response)
+
+    def _accept_partial(self, response: requests.Response, part: _PartFile) -> int:
+        content_range = parse_content_range(response.headers.get("Content-Range"))
+        problem = content_range_problem(
+            content_range, part.received, self._expected_total()
+        )
+        if problem is not None or content_range is None or content_range.total is None:
+            raise _Restart(
+                f"the response to a range from byte {part.received} had {problem}"
+            )
+
+        if part.received:
+            self.run.count("resumes")
+            logger.debug("%s: resumed at byte %d", self.label, part.received)
+        return content_range.total
+
+    def _status_error(self, status: int) -> MiddlewareError:
+        display = self.run.client.display_url
+        if status == 404:
+            return MiddlewareError(
+                f"file {self.item.path} of release {self.item.version} not found on "
+                f"the middleware at {display}; check that the release is published "
+                "completely"
+            )
+        return MiddlewareError(
+            f"the middleware at {display} returned HTTP {status} for the download of "
+            f"{self.label}; check --middleware-url and --repo"
+        )
+
+    def _check_encoding(self, response: requests.Response) -> None:
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            return
+        raise MiddlewareError(
+            f"the middleware at {self.run.client.display_url} sent {self.label} "
+            f"with Content-Encoding {encoding!r}, but the client requested "
+            "identity; configure the middleware or its proxy not to compress "
+            "downloads"
+        )
+
+    def _check_total(self, header_total: int | None) -> None:
+        size = self.item.size
+        if size is not None and header_total is not None and header_total != size:
+            raise _Mismatch(f"{size} bytes", f"a server length of {header_total}")
+
+        limit = self.run.limits.max_file_bytes
+        total = size if size is not None else header_total
+        if total is not None and total > limit:
+            raise IntegrityError(
+                f"{self.label} must be at most {limit} bytes, but its length is "
+                f"{total}; check the release on the middleware"
+            )
+
+    def _stream_body(self, response: requests.Response, part: _PartFile) -> None:
+        """Read the body into the part file, hashing it, never past the total."""
+        run = self.run
+        read = _body_reader(response)
+        chunk_bytes = run.limits.chunk_bytes
+        total = self._expected_total()
+        limit = total if total is not None else run.limits.max_file_bytes
+        handle = part.handle
+
+        while part.received < limit:
+            run.raise_if_stopped()
+            requested = min(chunk_bytes, limit - part.received)
+            chunk = self._read(read, requested, part, total)
+            if not chunk:
+                break
+
+            part.hasher.update(chunk)
+            try:
+                handle.write(chunk)
+            except OSError as e:
+                raise self._write_error(e) from e
+            part.received += len(chunk)
+            run.count("bytes_downloaded", len(chunk))
+            self._credit(part.received)
+
+        self._check_body_end(read, part, total, limit)
+
+    def _check_body_end(
+        self,
+        read: Callable[[int], bytes],
+        part: _PartFile,
+        total: int | None,
+        limit: int,
+    ) -> None:
+        self.run.raise_if_stopped()
+        if total is not None and part.received < total:
+            raise _Transient(
+                f"the connection closed after {part.received} of {total} bytes"
+            )
+
+        # Any further byte exceeds the declared size. A body delimited by
+        # Content-Length ends here anyway, so this read returns at once.
+        if part.received >= limit and self._read(read, 1, part, total):
+            if total is None:
+                raise IntegrityError(
+                    f"{self.label} must be at most {limit} bytes, but the server "
+                    "sent more, so the download was stopped"
+                )
+            raise _Mismatch(f"{total} bytes", "more bytes than declared")
+
+    def _read(
+        self,
+        read: Callable[[int], bytes],
+        count: int,
+        part: _PartFile,
+        total: int | None,
+    ) -> bytes:
+        try:
+            return read(count)
+        except _READ_ERRORS as e:
+            self.run.raise_if_stopped()
+            reason = describe_request_error(e)
+            if reason == CUT_OFF_REASON and total is not None:
+                reason = f"the connection closed after {part.received} of {total} bytes"
+            raise _Transient(reason) from e
+
+    def _credit(self, received: int, *, transferred: bool = True) -> None:
+        """Report progress up to ``received`` bytes, never going backwards."""
+        if received > self.credited:
+            self.run.meter.add_bytes(received - self.credited, transferred=transferred)
+            self.credited = received
+
+    def _verify(self, part: _PartFile) -> None:
+        item = self.item
+        expected_size = self._expected_total()
+        if expected_size is not None and part.received != expected_size:
+            raise _Mismatch(f"{expected_size} bytes", f"{part.received} bytes")
+        if expected_size is None and part.received == 0:
+            raise _Mismatch("a non-empty file", "an empty body")
+
+        if item.sha256 is not None:
+            actual = part.hasher.hexdigest()
+            if actual != item.sha256.lower():
+                raise _Mismatch(f"sha256 {item.sha256}", f"sha256 {actual}")
+
+        try:
+            part.handle.flush()
+        except OSError as e:
+            raise self._write_error(e) from e
+
+    def _move_into_place(self) -> None:
+        try:
+            replace_with_retry(self.part, self.item.dest)
+            if self.has_sidecar:
+                sidecar_path(self.item.dest).unlink(missing_ok=True)
+        except OSError as e:
+            raise self._write_error(e) from e
+
+        self.run.count("files_downloaded")
+        self.run.meter.add_file()
+        logger.debug("downloaded %s to %s", self.label, self.item.dest)
+
+    def _write_empty(self) -> None:
+        try:
+            self.run.make_folder(self.item.dest.parent)
+            self.item.dest.write_bytes(b"")
+        except OSError as e:
+            raise self._write_error(e) from e
+        self.run.count("files_downloaded")
+        self.run.meter.add_file()
+
+    def _write_error(self, error: OSError) -> InstallError:
+        return InstallError(
+            f"writing the download of {self.label} to {self.item.dest.parent} "
+            f"failed: {error.strerror or error}; check free disk space and "
+            "permissions"
+        )
+
+
+def _content_length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _validator(response: requests.Response) -> str | None:
+    """Return a strong ETag usable in ``If-Range``, or None."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return None
+
+
+def _body_reader(response: requests.Response) -> Callable[[int], bytes]:
+    """Return a function reading up to N raw, undecoded body bytes.
+
+    ``read1`` (urllib3 2.3 and later) returns whatever has arrived, up to N
+    bytes, so progress and resume points follow the network. The older
+    ``read`` waits until N bytes arrive or the body ends.
+    """
+    raw = response.raw
+    read1 = getattr(raw, "read1", None)
+    if read1 is not None:
+        return lambda count: read1(count, decode_content=False)
+    return lambda count: raw.read(count, decode_content=False)
