@@ -8,13 +8,16 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from codemate_setup.config import RunOptions
 from codemate_setup.errors import ExitCode, SetupCancelledError, SetupError
 from codemate_setup.orchestrator.options import SetupOptions
 from codemate_setup.state import Phase, PhaseStatus, SetupTracker
+from codemate_setup.verify.options import VerifyOptions
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ CHILD_CANCEL_GRACE = 60.0
 
 
 class Outcome(str, Enum):
-    """How a phase ended."""
+    """Outcome of a phase."""
 
     COMPLETED = "completed"
     FAILED = "failed"
@@ -82,31 +85,25 @@ def run_verification_phase(
 
     from codemate_setup.verify.runner import run_verification
 
-    def verify() -> object:
-        report = run_verification(
+    # A critical issue marks the phase failed in the state file, where
+    # _result_from_state finds it.
+    return _run_in_process(
+        lambda: run_verification(
             _verify_options(options), tracker=tracker, own_setup=False, cancel=cancel
-        )
-        if getattr(report, "critical", 0):
-            raise _CriticalIssues(report)
-        return report
-
-    return _run_in_process(verify, Phase.ENVIRONMENT_VERIFICATION, tracker)
+        ),
+        Phase.ENVIRONMENT_VERIFICATION,
+        tracker,
+    )
 
 
-class _CriticalIssues(Exception):
-    def __init__(self, report: object) -> None:
-        super().__init__(getattr(report, "summary", "critical issues remain"))
-
-
-def _run_in_process(call, phase: Phase, tracker: SetupTracker) -> PhaseResult:
+def _run_in_process(
+    call: Callable[[], object], phase: Phase, tracker: SetupTracker
+) -> PhaseResult:
     try:
         call()
     except SetupCancelledError as e:
         _mark_failed(tracker, phase, f"cancelled: {e}")
         return PhaseResult(Outcome.CANCELLED, str(e))
-    except _CriticalIssues as e:
-        _mark_failed(tracker, phase, str(e))
-        return PhaseResult(Outcome.FAILED, str(e))
     except SetupError as e:
         logger.debug("%s failed", phase.value, exc_info=True)
         _mark_failed(tracker, phase, str(e))
@@ -203,9 +200,7 @@ def _verify_flags(options: SetupOptions) -> list[str]:
     return flags
 
 
-def _update_options(options: SetupOptions):
-    from codemate_setup.config import RunOptions
-
+def _update_options(options: SetupOptions) -> RunOptions:
     return RunOptions(
         layout=options.layout,
         middleware_url=options.middleware_url,
@@ -215,9 +210,7 @@ def _update_options(options: SetupOptions):
     )
 
 
-def _verify_options(options: SetupOptions):
-    from codemate_setup.verify.options import VerifyOptions
-
+def _verify_options(options: SetupOptions) -> VerifyOptions:
     return VerifyOptions(
         layout=options.layout,
         middleware_url=options.middleware_url,

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SetupResult:
-    """How a setup ended, for the summary and the exit code."""
+    """Outcome of a setup, for the summary and the exit code."""
 
     setup_id: str
     status: OverallStatus
@@ -42,7 +42,7 @@ def run_setup(options: SetupOptions, token: CancelToken | None = None) -> SetupR
     """Run a setup from start to end and record it in the state file.
 
     Raises:
-        SetupBusyError: If another setup holds this home.
+        SetupBusyError: If another setup has the setup lock of this home.
         SetupError: If the state file cannot be written.
     """
     token = token or CancelToken()

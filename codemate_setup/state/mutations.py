@@ -117,7 +117,7 @@ def end_phase(document: dict[str, Any], phase: Phase, status: str) -> None:
 
 
 def fail_phase(document: dict[str, Any], phase: Phase, message: str) -> None:
-    """Mark a phase failed and, if no failure came first, name it in ``error_details``."""
+    """Mark a phase failed; the first failure of a setup names ``error_details``."""
     phase_doc = _phase(document, phase)
     _close_open_step(phase_doc)
     phase_doc["status"] = PhaseStatus.FAILED.value

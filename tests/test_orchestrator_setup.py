@@ -1,0 +1,178 @@
+"""setup_orchestrator.py end to end against the reference middleware."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from orchestration import published_snapshot, read_state, run_setup, tree_snapshot
+
+from codemate_setup.middleware import FaultConfig
+
+
+def assert_consistent(document: dict) -> None:
+    status = document["overall_status"]
+    assert (document["overall_progress"] == 100) == (status == "completed")
+    if status == "completed":
+        assert document["error_details"] is None
+    else:
+        assert document["error_details"]
+
+
+@pytest.mark.slow
+def test_fresh_setup_installs_and_verifies(
+    tmp_path: Path, middleware, example_releases
+):
+    home = tmp_path / "home"
+    result = run_setup("2.9.0", middleware.url, home)
+    assert result.returncode == 0, result.stderr
+    document = read_state(home)
+    assert document["overall_status"] == "completed"
+    assert document["phases"]["codebase_update"]["status"] == "completed"
+    assert document["phases"]["environment_verification"]["status"] == "completed"
+    assert_consistent(document)
+    assert (home / "version.txt").read_text().strip() == "2.9.0"
+    assert tree_snapshot(home / "app") == published_snapshot(example_releases, "2.9.0")
+    assert list((home / "logs").glob("setup-*.log"))
+
+
+@pytest.mark.slow
+def test_update_setup_moves_to_new_version(
+    tmp_path: Path, middleware, example_releases
+):
+    home = tmp_path / "home"
+    assert run_setup("2.9.0", middleware.url, home).returncode == 0
+    result = run_setup("3.0.0", middleware.url, home)
+    assert result.returncode == 0, result.stderr
+    document = read_state(home)
+    assert document["overall_status"] == "completed"
+    assert document["target_version"] == "3.0.0"
+    assert tree_snapshot(home / "app") == published_snapshot(example_releases, "3.0.0")
+
+
+@pytest.mark.slow
+def test_failed_update_still_verifies(tmp_path: Path, middleware, example_releases):
+    home = tmp_path / "home"
+    assert (
+        run_setup("2.9.0", middleware.url, home, "--skip-verification").returncode == 0
+    )
+    middleware.set_faults(FaultConfig(corrupt_bytes=True))
+    result = run_setup("3.0.0", middleware.url, home)
+    document = read_state(home)
+    assert result.returncode == 1
+    assert document["overall_status"] == "failed"
+    assert document["phases"]["codebase_update"]["status"] == "failed"
+    assert document["phases"]["environment_verification"]["status"] == "completed"
+    assert document["error_details"].startswith("codebase_update: ")
+    assert_consistent(document)
+    assert (home / "version.txt").read_text().strip() == "2.9.0"
+    assert tree_snapshot(home / "app") == published_snapshot(example_releases, "2.9.0")
+
+
+@pytest.mark.slow
+def test_failed_update_without_install_skips_verification(tmp_path: Path, middleware):
+    home = tmp_path / "home"
+    middleware.set_faults(FaultConfig(corrupt_bytes=True))
+    result = run_setup("3.0.0", middleware.url, home)
+    document = read_state(home)
+    assert result.returncode == 1
+    assert document["phases"]["environment_verification"]["status"] == "skipped"
+    assert not (home / "version.txt").exists()
+    assert_consistent(document)
+
+
+@pytest.mark.slow
+def test_failed_verification_fails_setup(tmp_path: Path, middleware):
+    home = tmp_path / "home"
+    assert (
+        run_setup("2.9.0", middleware.url, home, "--skip-verification").returncode == 0
+    )
+    # A requirement that no index offers: the verification cannot repair it.
+    (home / "requirements.txt").write_text("cm-package-that-does-not-exist==1.0\n")
+    wheels = tmp_path / "empty-wheelhouse"
+    wheels.mkdir()
+    result = run_setup(
+        None,
+        middleware.url,
+        home,
+        "--skip-update",
+        "--find-links",
+        str(wheels),
+        "--index-url",
+        "http://127.0.0.1:9/simple",
+    )
+    document = read_state(home)
+    assert result.returncode == 1
+    assert document["phases"]["codebase_update"]["status"] == "skipped"
+    assert document["phases"]["environment_verification"]["status"] == "failed"
+    assert document["error_details"].startswith("environment_verification: ")
+    assert_consistent(document)
+
+
+def test_skip_both_phases_is_usage_error(tmp_path: Path, middleware):
+    result = run_setup(
+        "3.0.0",
+        middleware.url,
+        tmp_path / "home",
+        "--skip-update",
+        "--skip-verification",
+    )
+    assert result.returncode == 2
+    assert "leave nothing to do" in result.stderr
+
+
+@pytest.mark.parametrize("version", ["../../etc", "", "3.0.0; rm -rf"])
+def test_invalid_version_exits_two(tmp_path: Path, version: str):
+    home = tmp_path / "home"
+    result = run_setup(version or "''", "http://127.0.0.1:9", home)
+    assert result.returncode == 2
+    assert "invalid version" in result.stderr
+    assert not (home / "setup_state.json").exists()
+
+
+@pytest.mark.slow
+def test_skip_update_verifies_existing_install(tmp_path: Path, middleware):
+    home = tmp_path / "home"
+    assert (
+        run_setup("3.0.0", middleware.url, home, "--skip-verification").returncode == 0
+    )
+    result = run_setup(None, middleware.url, home, "--skip-update")
+    document = read_state(home)
+    assert result.returncode == 0, result.stderr
+    assert document["phases"]["codebase_update"]["status"] == "skipped"
+    assert document["phases"]["environment_verification"]["status"] == "completed"
+    assert document["overall_progress"] == 100
+
+
+@pytest.mark.slow
+def test_isolated_phases_complete(tmp_path: Path, middleware, example_releases):
+    home = tmp_path / "home"
+    result = run_setup("3.0.0", middleware.url, home, "--isolated")
+    assert result.returncode == 0, result.stderr
+    document = read_state(home)
+    assert document["overall_status"] == "completed"
+    assert document["phases"]["codebase_update"]["status"] == "completed"
+    assert document["phases"]["environment_verification"]["status"] == "completed"
+    assert tree_snapshot(home / "app") == published_snapshot(example_releases, "3.0.0")
+
+
+@pytest.mark.slow
+def test_isolated_failed_update_reported(tmp_path: Path, middleware):
+    home = tmp_path / "home"
+    middleware.set_faults(FaultConfig(corrupt_bytes=True))
+    result = run_setup("3.0.0", middleware.url, home, "--isolated")
+    document = read_state(home)
+    assert result.returncode == 1
+    assert document["phases"]["codebase_update"]["status"] == "failed"
+    assert document["error_details"].startswith("codebase_update: ")
+
+
+def test_json_output_names_outcome(tmp_path: Path, middleware):
+    import json
+
+    home = tmp_path / "home"
+    result = run_setup("3.0.0", middleware.url, home, "--skip-verification", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["status"] == "completed"
+    assert document["phases"]["environment_verification"] == "skipped"
