@@ -243,3 +243,17 @@ def test_check_ports_covers_every_service() -> None:
 
     assert [r.check for r in results] == [f"port.{name}" for name in SERVICES]
     assert all(r.status is CheckStatus.OK for r in results)
+
+
+def test_client_connection_port_is_warning() -> None:
+    with tcp_listener() as server_port, socket.socket() as client:
+        # A client socket bound to a port, the way the OS hands out ports for
+        # outgoing connections: the port is taken, but nothing listens on it.
+        client.bind(("127.0.0.1", 0))
+        client.connect(("127.0.0.1", server_port))
+        port = client.getsockname()[1]
+        result = check_port(SERVICES["WEBSOCKET_SERVER_PORT"], port, SETTINGS)
+
+    assert result.status is CheckStatus.WARN
+    assert "no server listens there" in result.value
+    assert result.action.startswith("run the verification again in a minute")

@@ -338,6 +338,25 @@ def _check_busy_port(
             detail,
         )
 
+    listening = [
+        address
+        for address in busy
+        if accepts_connections(address, port, settings.connect_timeout)
+    ]
+    if not listening:
+        # The local end of an outgoing or closing connection, not a server.
+        # Ports from 32768 up are handed out for such connections on Linux.
+        return CheckResult(
+            check_id,
+            title,
+            CheckStatus.WARN,
+            f"taken on {where} by a connection of {owner_text}, but no server "
+            "listens there; the OS usually releases such a port within a minute",
+            f"run the verification again in a minute; if this persists, set "
+            f"{spec.variable} to a free port",
+            detail,
+        )
+
     what = f"not {spec.name}" if spec.probe_path else "another program"
     reason = f" ({probe_note})" if probe_note else ""
     return CheckResult(
