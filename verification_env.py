@@ -8,18 +8,20 @@ critical issue remains, 2 invalid usage, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from codemate_setup.config import HomeLayout, resolve_middleware_url
 from codemate_setup.errors import ExitCode, SetupError
 from codemate_setup.logs import configure_run_logging
+from codemate_setup.orchestrator.signals import CancelToken, cancel_on_signals
+from codemate_setup.setuplock import hold_setup_lock
 from codemate_setup.verify import Installer, Thresholds, VerifyOptions, run_verification
+from codemate_setup.verify.model import VerificationReport
 from codemate_setup.verify.options import (
     MIB,
     MIN_FREE_DISK_VARIABLE,
@@ -191,25 +193,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         _configure_terminal_logging(args.verbose)
 
-    cancel = threading.Event()
-    _install_signal_handlers(cancel)
-
-    tracker = None
-    if records_state:
-        # Imported here so a check-only run does not load the tracker at all.
-        from setup_tracker import SetupTracker
-
-        tracker = SetupTracker(options.layout.state_file)
-        if setup_id is not None:
-            tracker.join_setup(setup_id)
-
-    try:
-        report = run_verification(
-            options, tracker=tracker, own_setup=setup_id is None, cancel=cancel
-        )
-    finally:
-        if tracker is not None:
-            tracker.close()
+    own_setup = setup_id is None
+    # A standalone repair writes the state file and the environment, so it takes
+    # the home's setup lock; a check-only run changes nothing and needs none.
+    lock = (
+        hold_setup_lock(options.layout)
+        if own_setup and records_state
+        else contextlib.nullcontext()
+    )
+    with lock, cancel_on_signals(CancelToken()) as token:
+        report = _verify(options, setup_id, records_state, token)
 
     home = str(options.layout.home)
     print(format_json(report, home) if args.json else format_report(report, home))
@@ -224,15 +217,28 @@ def _configure_terminal_logging(verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _install_signal_handlers(cancel: threading.Event) -> None:
-    """Turn SIGINT and SIGTERM into a cancellation between and during steps."""
+def _verify(
+    options: VerifyOptions,
+    setup_id: str | None,
+    records_state: bool,
+    token: CancelToken,
+) -> VerificationReport:
+    tracker = None
+    if records_state:
+        # Imported here so a check-only run does not load the tracker at all.
+        from setup_tracker import SetupTracker
 
-    def handle(signum: int, frame: object) -> None:
-        logger.warning("received signal %d; stopping the verification", signum)
-        cancel.set()
+        tracker = SetupTracker(options.layout.state_file)
+        if setup_id is not None:
+            tracker.join_setup(setup_id)
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    try:
+        return run_verification(
+            options, tracker=tracker, own_setup=setup_id is None, cancel=token.event
+        )
+    finally:
+        if tracker is not None:
+            tracker.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

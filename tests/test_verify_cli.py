@@ -266,3 +266,22 @@ def test_sigterm_during_creation_rolls_back(tmp_path: Path) -> None:
     assert not (home / "environment").exists()
     state = json.loads((home / "setup_state.json").read_text())
     assert state["overall_status"] == "cancelled"
+
+
+def test_running_setup_in_home_exits_3(tmp_path: Path) -> None:
+    from codemate_setup.config import HomeLayout
+    from codemate_setup.setuplock import hold_setup_lock
+
+    home = tmp_path / "home"
+    layout = HomeLayout.create(home)
+    tracker = SetupTracker(layout.state_file)
+    setup_id = tracker.start_setup("3.0.0")
+    with hold_setup_lock(layout):
+        result = run_cli("--home", str(home))
+    tracker.close()
+
+    document = json.loads(layout.state_file.read_text())
+    assert result.returncode == 3
+    assert f"another setup is running in {home} (pid {os.getpid()})" in result.stderr
+    assert document["setup_id"] == setup_id
+    assert not (home / "environment").exists()
