@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from codemate_setup.config import HomeLayout, resolve_middleware_url
 from codemate_setup.errors import ExitCode, SetupError, UsageError
 from codemate_setup.logs import configure_run_logging
+from codemate_setup.middleware_url import validate_base_url
 from codemate_setup.orchestrator.display import ProgressDisplay
 from codemate_setup.orchestrator.options import SetupOptions
 from codemate_setup.orchestrator.status import show_status, wait_for_setup
@@ -117,11 +118,8 @@ def run(args: argparse.Namespace) -> int:
     log_path = configure_run_logging(layout.logs_dir, "setup", verbose=args.verbose)
     logger.info("log file: %s", log_path)
 
-    if args.json:
-        result = run_setup(options)
-    else:
-        with ProgressDisplay(layout.state_file):
-            result = run_setup(options)
+    display = None if args.json else lambda: ProgressDisplay(layout.state_file)
+    result = run_setup(options, display=display)
 
     _print_result(result, args.json, log_path)
     return result.exit_code
@@ -136,10 +134,16 @@ def _setup_options(args: argparse.Namespace, layout: HomeLayout) -> SetupOptions
             "--skip-update and --skip-verification together leave nothing to do"
         )
 
+    # An unusable URL is an input error: reject it before a setup is recorded.
+    middleware_url = validate_base_url(
+        resolve_middleware_url(args.middleware_url),
+        allow_insecure_http=args.allow_insecure_http,
+    )
+
     return SetupOptions(
         layout=layout,
         version=version,
-        middleware_url=resolve_middleware_url(args.middleware_url),
+        middleware_url=middleware_url,
         repo=args.repo,
         allow_insecure_http=args.allow_insecure_http,
         yes=args.yes,

@@ -187,6 +187,7 @@ def test_second_setup_same_home_exits_three(tmp_path, big_releases, start_middle
         second = run_setup("3.0.0", server.url, home)
         assert second.returncode == 3
         assert f"pid {document['pid']}" in second.stderr
+        assert "codebase_update" not in second.stderr
         assert read_state(home)["setup_id"] == document["setup_id"]
     finally:
         first.send_signal(signal.SIGKILL)

@@ -34,6 +34,7 @@ def test_fresh_setup_installs_and_verifies(
     assert (home / "version.txt").read_text().strip() == "2.9.0"
     assert tree_snapshot(home / "app") == published_snapshot(example_releases, "2.9.0")
     assert list((home / "logs").glob("setup-*.log"))
+    assert "[100%] setup completed" in result.stderr
 
 
 @pytest.mark.slow
@@ -176,3 +177,20 @@ def test_json_output_names_outcome(tmp_path: Path, middleware):
     document = json.loads(result.stdout)
     assert document["status"] == "completed"
     assert document["phases"]["environment_verification"] == "skipped"
+
+
+def test_invalid_middleware_url_exits_two(tmp_path: Path):
+    home = tmp_path / "home"
+    result = run_setup("3.0.0", "ftp://127.0.0.1:9/", home)
+    assert result.returncode == 2
+    assert "invalid middleware URL 'ftp://127.0.0.1:9'" in result.stderr
+    assert not (home / "setup_state.json").exists()
+
+
+def test_unknown_release_exits_two(tmp_path: Path, middleware):
+    home = tmp_path / "home"
+    result = run_setup("9.9.9", middleware.url, home, "--skip-verification")
+    document = read_state(home)
+    assert result.returncode == 2
+    assert document["overall_status"] == "failed"
+    assert "9.9.9" in document["error_details"]

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from codemate_setup.errors import StateFileError
-from codemate_setup.state.schema import Phase
+from codemate_setup.state.schema import FINISHED_OVERALL, Phase
 from codemate_setup.state.store import StateStore
 
 REFRESH_SECONDS = 0.2
+FINISHED_STATUSES = {status.value for status in FINISHED_OVERALL}
 
 
 class ProgressDisplay:
@@ -61,6 +62,18 @@ class ProgressDisplay:
                 return
 
     def _print_changes(self, document: dict[str, Any]) -> None:
+        self._print_phase_changes(document)
+        status = document["overall_status"]
+        key = ("setup", status, "")
+        if status in FINISHED_STATUSES and key not in self._seen:
+            self._seen.add(key)
+            print(
+                f"[{document['overall_progress']:3d}%] setup {status}",
+                file=self._stream,
+                flush=True,
+            )
+
+    def _print_phase_changes(self, document: dict[str, Any]) -> None:
         for phase in Phase:
             phase_doc = document["phases"][phase.value]
             key = (phase.value, phase_doc["status"], phase_doc["current_step"])

@@ -14,7 +14,12 @@ from enum import Enum
 from pathlib import Path
 
 from codemate_setup.config import RunOptions
-from codemate_setup.errors import ExitCode, SetupCancelledError, SetupError
+from codemate_setup.errors import (
+    ExitCode,
+    SetupCancelledError,
+    SetupError,
+    UsageError,
+)
 from codemate_setup.orchestrator.options import SetupOptions
 from codemate_setup.state import Phase, PhaseStatus, SetupTracker
 from codemate_setup.verify.options import VerifyOptions
@@ -40,6 +45,7 @@ class PhaseResult:
 
     outcome: Outcome
     message: str | None = None
+    invalid_input: bool = False
 
 
 def run_update_phase(
@@ -107,7 +113,7 @@ def _run_in_process(
     except SetupError as e:
         logger.debug("%s failed", phase.value, exc_info=True)
         _mark_failed(tracker, phase, str(e))
-        return PhaseResult(Outcome.FAILED, str(e))
+        return PhaseResult(Outcome.FAILED, str(e), isinstance(e, UsageError))
     return _result_from_state(tracker, phase)
 
 
@@ -136,7 +142,7 @@ def _run_child(
             _phase_error(tracker, phase) or f"{command[1]} exited with code {code}"
         )
         _mark_failed(tracker, phase, message)
-        return PhaseResult(Outcome.FAILED, message)
+        return PhaseResult(Outcome.FAILED, message, code == ExitCode.USAGE)
     return _result_from_state(tracker, phase)
 
 

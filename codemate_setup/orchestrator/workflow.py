@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 
 from codemate_setup.errors import ExitCode, SetupError
@@ -38,15 +41,26 @@ class SetupResult:
     phases: dict[str, str]
 
 
-def run_setup(options: SetupOptions, token: CancelToken | None = None) -> SetupResult:
+def run_setup(
+    options: SetupOptions,
+    token: CancelToken | None = None,
+    display: Callable[[], ContextManager[object]] | None = None,
+) -> SetupResult:
     """Run a setup from start to end and record it in the state file.
+
+    Args:
+        options: What to install and how.
+        token: Cancel token; SIGINT and SIGTERM set it while the setup runs.
+        display: Factory of a progress display, entered once the setup lock is
+            held so that a refused run shows nothing of the running setup.
 
     Raises:
         SetupBusyError: If another setup has the setup lock of this home.
         SetupError: If the state file cannot be written.
     """
     token = token or CancelToken()
-    with hold_setup_lock(options.layout), cancel_on_signals(token):
+    shown = display() if display is not None else contextlib.nullcontext()
+    with hold_setup_lock(options.layout), cancel_on_signals(token), shown:
         tracker = SetupTracker(options.layout.state_file)
         try:
             return _run_locked(options, tracker, token)
@@ -91,6 +105,18 @@ def _run_locked(
     failed = any(result.outcome is Outcome.FAILED for result in results.values())
     status = OverallStatus.FAILED if failed else OverallStatus.COMPLETED
     return _finish(tracker, status, results, token)
+
+
+def _exit_code(status: OverallStatus, results: dict[Phase, PhaseResult]) -> ExitCode:
+    if status is OverallStatus.COMPLETED:
+        return ExitCode.OK
+    if status is OverallStatus.CANCELLED:
+        return ExitCode.INTERRUPTED
+    # A phase that rejected its input (an unknown release, an unconfirmed major
+    # update, an invalid URL) makes the whole setup an input error.
+    if any(result.invalid_input for result in results.values()):
+        return ExitCode.USAGE
+    return ExitCode.FAILED
 
 
 def _start_or_resume(options: SetupOptions, tracker: SetupTracker) -> set[Phase]:
@@ -153,15 +179,10 @@ def _finish(
     tracker.finish_setup(status, error)
 
     document = tracker.load_setup_state() or {}
-    exit_code = {
-        OverallStatus.COMPLETED: ExitCode.OK,
-        OverallStatus.FAILED: ExitCode.FAILED,
-        OverallStatus.CANCELLED: ExitCode.INTERRUPTED,
-    }[status]
     return SetupResult(
         setup_id=tracker.setup_id or "",
         status=status,
-        exit_code=exit_code,
+        exit_code=_exit_code(status, results),
         error_details=document.get("error_details"),
         phases={
             name: phase_doc["status"]

@@ -122,6 +122,7 @@ def fail_phase(document: dict[str, Any], phase: Phase, message: str) -> None:
     _close_open_step(phase_doc)
     phase_doc["status"] = PhaseStatus.FAILED.value
     phase_doc["end_time"] = now_iso()
+    phase_doc["detail"] = None
     phase_doc["error"] = message
     # The first failure explains the setup; a later one is in its phase's "error".
     if document.get("error_details") is None:

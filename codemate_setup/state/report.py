@@ -35,7 +35,8 @@ def format_state(document: dict[str, Any]) -> str:
         seen = f", last heartbeat {age:.0f} s ago" if age is not None else ""
         lines.append(
             f"  process {document.get('pid')} is no longer running{seen}; "
-            "run the setup again with --resume to continue"
+            "continue with `setup_orchestrator.py --resume`, or run the "
+            "interrupted command again"
         )
 
     for phase in Phase:
