@@ -232,7 +232,10 @@ def test_sigterm_during_creation_rolls_back(tmp_path: Path) -> None:
     fake_python = tmp_path / "python3"
     fake_python.write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = "-m" ]; then mkdir -p "$3/bin"; exec sleep 60; fi\n'
+        # Like python -m venv running ensurepip: a grandchild that the
+        # verification must stop too.
+        f'if [ "$1" = "-m" ]; then mkdir -p "$3/bin"; sleep {GRANDCHILD_SECONDS} & '
+        "exec sleep 60; fi\n"
         f'exec "{sys.executable}" "$@"\n'
     )
     fake_python.chmod(0o755)
@@ -266,6 +269,24 @@ def test_sigterm_during_creation_rolls_back(tmp_path: Path) -> None:
     assert not (home / "environment").exists()
     state = json.loads((home / "setup_state.json").read_text())
     assert state["overall_status"] == "cancelled"
+    assert grandchildren_left() == []
+
+
+GRANDCHILD_SECONDS = "97.125"
+
+
+def grandchildren_left() -> list[int]:
+    import psutil
+
+    deadline = time.monotonic() + 5
+    while True:
+        left = []
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if process.info["cmdline"] == ["sleep", GRANDCHILD_SECONDS]:
+                left.append(process.info["pid"])
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def test_running_setup_in_home_exits_3(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -88,6 +90,9 @@ def run_logged(
             encoding="utf-8",
             errors="replace",
             env=child_environment(extra_env),
+            # Its own process group, so stopping it also stops what it started
+            # (python -m venv runs ensurepip as a grandchild).
+            start_new_session=os.name == "posix",
         )
     except OSError as e:
         raise VerificationError(f"failed to start {label} ({command[0]}): {e}") from e
@@ -143,9 +148,21 @@ def _stop(child: subprocess.Popen[str], label: str) -> None:
     if child.poll() is not None:
         return
     logger.debug("stopping %s (pid %d)", label, child.pid)
-    child.terminate()
+    _signal_tree(child, signal.SIGTERM)
     try:
         child.wait(timeout=TERMINATE_GRACE)
     except subprocess.TimeoutExpired:
-        child.kill()
+        _signal_tree(child, signal.SIGKILL if os.name == "posix" else signal.SIGTERM)
         child.wait()
+    if os.name == "posix":
+        # Grandchildren may outlive the child after SIGTERM.
+        _signal_tree(child, signal.SIGKILL)
+
+
+def _signal_tree(child: subprocess.Popen[str], signum: int) -> None:
+    """Send ``signum`` to the child's process group, or to the child on Windows."""
+    if os.name != "posix":
+        child.terminate()
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signum)
