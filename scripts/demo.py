@@ -76,7 +76,7 @@ def setup(version: str, url: str, home: Path) -> int:
         str(home),
         "--yes",
     ]
-    print(f"\n$ setup_orchestrator.py {version} --middleware-url {url} --home {home}")
+    print(f"\n$ python setup_orchestrator.py {' '.join(command[2:])}")
     return subprocess.run(command, cwd=ROOT).returncode
 
 
@@ -97,7 +97,7 @@ def main() -> int:
             if code != 0:
                 print(f"setup of {version} exited with {code}")
                 return code
-        print("\n$ setup_tracker.py")
+        print(f"\n$ python setup_tracker.py --home {home}")
         subprocess.run(
             [sys.executable, str(ROOT / "setup_tracker.py"), "--home", str(home)],
             cwd=ROOT,
