@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from codemate_setup.config import HomeLayout, resolve_middleware_url
+from codemate_setup.config import HomeLayout, resolve_middleware_url, service_ports
 from codemate_setup.errors import ExitCode, SetupError, UsageError
 from codemate_setup.logs import configure_run_logging
 from codemate_setup.middleware_url import validate_base_url
@@ -139,6 +139,10 @@ def _setup_options(args: argparse.Namespace, layout: HomeLayout) -> SetupOptions
         resolve_middleware_url(args.middleware_url),
         allow_insecure_http=args.allow_insecure_http,
     )
+    if not args.skip_verification:
+        # The verification reads the port variables; a bad one fails here,
+        # before the update changes anything.
+        service_ports()
 
     return SetupOptions(
         layout=layout,

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         path = resolve_home(args.home) / "setup_state.json"
 
-    document = StateStore(path).read()
+    document = StateStore(path).read_for_report()
     if document is None:
         if args.json:
             print("null")

@@ -23,7 +23,13 @@ from requests.adapters import HTTPAdapter
 
 from codemate_setup import __version__
 from codemate_setup.config import Limits
-from codemate_setup.errors import ManifestError, MiddlewareError, UsageError
+from codemate_setup.download_run import shutdown_response_socket
+from codemate_setup.errors import (
+    ManifestError,
+    MiddlewareError,
+    SetupCancelledError,
+    UsageError,
+)
 from codemate_setup.middleware_url import is_loopback_host, validate_base_url
 from codemate_setup.paths import validate_release_path
 from codemate_setup.redact import redact_text, redact_url
@@ -44,6 +50,9 @@ USER_AGENT = f"codemate-setup/{__version__}"
 # Smallest connection pool per host. The pool also covers every download
 # worker, so parallel downloads reuse connections instead of discarding them.
 MIN_POOL_SIZE = 10
+
+# Seconds between checks of the cancel event and the deadline of a JSON request.
+WATCH_SECONDS = 0.2
 
 # Bytes read per iteration when streaming a JSON document.
 JSON_CHUNK_BYTES = 64 * 1024
@@ -74,6 +83,7 @@ class MiddlewareClient:
         repo: str | None = None,
         limits: Limits = Limits(),  # noqa: B008 - Limits is frozen, so sharing is safe
         allow_insecure_http: bool = False,
+        cancel: threading.Event | None = None,
     ) -> None:
         """Create the client and its session without sending anything.
 
@@ -82,6 +92,8 @@ class MiddlewareClient:
             repo: Value of the ``repo`` query parameter, or None to omit it.
             limits: Bounds on what the server can make the client do.
             allow_insecure_http: Accept plain http to a host not on loopback.
+            cancel: When set, a JSON request in flight stops within about
+                :data:`WATCH_SECONDS` and raises SetupCancelledError.
 
         Raises:
             UsageError: If the URL is invalid, plain http goes to a host that
@@ -101,6 +113,7 @@ class MiddlewareClient:
         self.pool_size = max(MIN_POOL_SIZE, limits.download_workers)
         self.session = self._build_session()
         self._closed = threading.Event()
+        self._cancel = cancel
         self._environment: dict[str, Any] | None = None
         self._netrc: tuple[tuple[str, str] | None] | None = None
         logger.debug(
@@ -436,12 +449,72 @@ class MiddlewareClient:
         version: Version | None,
         error_class: type[Exception],
     ) -> bytes:
+        """Run one attempt on a helper thread, bounded in time and cancellable.
+
+        The read timeout bounds each socket read only, so a server that sends
+        a byte now and then would hold a plain request forever.
+        """
         logger.debug("GET %s", redact_url(url))
-        with self.session.get(url, stream=True, timeout=self.timeout) as response:
-            self._check_status(response, description=description, version=version)
-            return self._read_body(
-                response, limit=limit, description=description, error_class=error_class
-            )
+        call = _JsonCall()
+        worker = threading.Thread(
+            target=self._run_call,
+            args=(call, url),
+            kwargs={
+                "limit": limit,
+                "description": description,
+                "version": version,
+                "error_class": error_class,
+            },
+            name="middleware-request",
+            daemon=True,
+        )
+        worker.start()
+
+        deadline = time.monotonic() + self.limits.json_request_seconds
+        while worker.is_alive():
+            worker.join(WATCH_SECONDS)
+            if not worker.is_alive():
+                break
+            if self._cancel is not None and self._cancel.is_set():
+                call.abandon()
+                raise SetupCancelledError(
+                    f"the request for the {description} was cancelled"
+                )
+            if time.monotonic() >= deadline:
+                call.abandon()
+                raise MiddlewareError(
+                    f"the middleware at {self.display_url} timed out: the "
+                    f"{description} took longer than "
+                    f"{self.limits.json_request_seconds:g} s to arrive; check the "
+                    "middleware and the network, then try again"
+                )
+
+        if call.error is not None:
+            raise call.error
+        return call.body
+
+    def _run_call(
+        self,
+        call: _JsonCall,
+        url: str,
+        *,
+        limit: int,
+        description: str,
+        version: Version | None,
+        error_class: type[Exception],
+    ) -> None:
+        try:
+            with self.session.get(url, stream=True, timeout=self.timeout) as response:
+                call.attach(response)
+                self._check_status(response, description=description, version=version)
+                call.body = self._read_body(
+                    response,
+                    limit=limit,
+                    description=description,
+                    error_class=error_class,
+                )
+        except BaseException as e:  # noqa: BLE001 - raised again by _get_once
+            call.error = e
 
     def _check_status(
         self, response: requests.Response, *, description: str, version: Version | None
@@ -515,6 +588,37 @@ class MiddlewareClient:
             f"cannot reach the middleware at {self.display_url}: {reason}; check "
             "that it is running or pass --middleware-url"
         )
+
+
+class _JsonCall:
+    """The outcome of one JSON request attempt running on a helper thread."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._response: requests.Response | None = None
+        self._abandoned = False
+
+    def attach(self, response: requests.Response) -> None:
+        """Record the response, shutting it down at once if already abandoned."""
+        with self._lock:
+            self._response = response
+            abandoned = self._abandoned
+        if abandoned:
+            shutdown_response_socket(response)
+
+    def abandon(self) -> None:
+        """Stop the attempt: wake a body read, or drop the wait for headers.
+
+        A thread still waiting for the response headers cannot be woken. It
+        is a daemon thread, so it ends with the read timeout or the process.
+        """
+        with self._lock:
+            self._abandoned = True
+            response = self._response
+        if response is not None:
+            shutdown_response_socket(response)
 
 
 class _RetryableResponse(Exception):

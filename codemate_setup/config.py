@@ -36,12 +36,20 @@ def resolve_middleware_url(flag: str | None = None) -> str:
 
     ``--middleware-url`` wins; otherwise ``UPDATER_SERVER_HOST`` and
     ``UPDATER_SERVER_PORT`` form ``http://HOST:PORT``.
+
+    Raises:
+        UsageError: If ``UPDATER_SERVER_PORT`` is not a port number.
     """
     if flag:
         return flag.rstrip("/")
 
     host = os.environ.get("UPDATER_SERVER_HOST") or DEFAULT_MIDDLEWARE_HOST
     port = os.environ.get("UPDATER_SERVER_PORT") or DEFAULT_MIDDLEWARE_PORT
+    if not _is_port_number(port):
+        raise UsageError(
+            f"invalid UPDATER_SERVER_PORT {port!r}: expected a port number from 1 "
+            "to 65535; fix the variable or pass --middleware-url"
+        )
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
@@ -119,6 +127,9 @@ class Limits:
     max_file_bytes: int = 16 * 1024**3
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    # Whole seconds one attempt at a JSON request may take, headers and body
+    # together, so a server that trickles bytes cannot hold a run forever.
+    json_request_seconds: float = 120.0
     max_retries: int = 5
     backoff_base: float = 0.5
     backoff_max: float = 30.0
@@ -143,7 +154,7 @@ def service_ports(environ: dict[str, str] | None = None) -> dict[str, int]:
         if raw is None or raw == "":
             ports[name] = default
             continue
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
+        if not _is_port_number(raw):
             raise UsageError(
                 f"invalid {name} {raw!r}: expected a port number from 1 to 65535"
             )
@@ -160,3 +171,8 @@ class RunOptions:
     repo: str | None = None
     allow_insecure_http: bool = False
     limits: Limits = field(default_factory=Limits)
+
+
+def _is_port_number(text: str) -> bool:
+    # isascii() keeps out digits of other scripts, which int() would accept.
+    return text.isascii() and text.isdigit() and 0 < int(text) < 65536

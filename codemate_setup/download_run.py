@@ -164,10 +164,10 @@ class DownloadRun:
         with self._lock:
             responses = list(self._responses)
         for response in responses:
-            _shutdown_socket(response)
+            shutdown_response_socket(response)
 
 
-def _shutdown_socket(response: requests.Response) -> None:
+def shutdown_response_socket(response: requests.Response) -> None:
     """Make a blocked read on ``response`` return at once.
 
     urllib3 2.3 and later offer ``HTTPResponse.shutdown()``; older versions

@@ -137,7 +137,7 @@ def save_listing(path: Path, listing: InstalledListing) -> None:
 def read_version_file(path: Path) -> str | None:
     """Return the installed version from ``version.txt``, or None if absent."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -145,6 +145,10 @@ def read_version_file(path: Path) -> str | None:
             f"cannot read the installed version from {path}: {e}; "
             "check the permissions of the home folder"
         ) from e
+
+    # Bytes that are not UTF-8 become U+FFFD, so the caller's version check
+    # rejects them with the same message as any other garbage.
+    text = data.decode("utf-8", errors="replace").strip()
     return text or None
 
 

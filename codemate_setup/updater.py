@@ -219,6 +219,7 @@ class _Update:
             repo=self.options.repo,
             limits=self.limits,
             allow_insecure_http=self.options.allow_insecure_http,
+            cancel=self.cancel,
         )
         with client:
             with step(2):

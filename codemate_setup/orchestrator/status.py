@@ -27,7 +27,7 @@ def show_status(layout: HomeLayout, *, as_json: bool) -> int:
     Raises:
         StateFileError: If the state file is corrupt.
     """
-    document = StateStore(layout.state_file).read()
+    document = StateStore(layout.state_file).read_for_report()
     print(render(document, layout, as_json=as_json))
     return ExitCode.OK
 
@@ -45,7 +45,7 @@ def wait_for_setup(layout: HomeLayout, *, timeout: float | None, as_json: bool) 
     deadline = None if timeout is None else time.monotonic() + timeout
 
     while True:
-        document = store.read()
+        document = store.read_for_report()
         liveness = assess(document)
         if liveness is not Liveness.RUNNING:
             break

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 
-from codemate_setup.errors import ExitCode, SetupError
+from codemate_setup.errors import ExitCode, SetupError, StateFileError
 from codemate_setup.orchestrator.options import SetupOptions
 from codemate_setup.orchestrator.phases import (
     Outcome,
@@ -126,7 +126,7 @@ def _start_or_resume(options: SetupOptions, tracker: SetupTracker) -> set[Phase]
         The phases that already completed in the resumed setup.
     """
     if options.resume:
-        previous = tracker.load_setup_state()
+        previous = _previous_setup(tracker)
         liveness = assess(previous)
         if previous is not None and liveness in (
             Liveness.INTERRUPTED,
@@ -143,6 +143,21 @@ def _start_or_resume(options: SetupOptions, tracker: SetupTracker) -> set[Phase]
     target = str(options.version) if options.version is not None else None
     tracker.start_setup(target)
     return set()
+
+
+def _previous_setup(tracker: SetupTracker) -> dict | None:
+    """Read the setup to resume; a corrupt state file leaves nothing to resume.
+
+    ``start_setup`` then moves the corrupt file aside, as for a run without
+    ``--resume``.
+    """
+    try:
+        return tracker.load_setup_state()
+    except StateFileError as e:
+        if not tracker.state_file_path.is_file():
+            raise
+        logger.warning("%s; nothing to resume, starting a new setup", e)
+        return None
 
 
 def _resume(options: SetupOptions, tracker: SetupTracker, previous: dict) -> set[Phase]:

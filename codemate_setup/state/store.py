@@ -60,6 +60,23 @@ class StateStore:
 
         return _parse(data, self.path)
 
+    def read_for_report(self) -> dict[str, Any] | None:
+        """Read the document like :meth:`read`, for a command that only reports it.
+
+        Raises:
+            StateFileError: As :meth:`read`; for a corrupt file the message also
+                tells that the next setup moves it aside.
+        """
+        try:
+            return self.read()
+        except StateFileError as e:
+            if not self.path.is_file():
+                raise
+            raise StateFileError(
+                f"{e}; the next setup moves it aside and starts a fresh state, "
+                "or delete it"
+            ) from e
+
     def transact(self, mutate: Mutator, *, timeout: float) -> dict[str, Any] | None:
         """Apply ``mutate`` to the document under the lock and write the result.
 

@@ -1,0 +1,85 @@
+"""Command-line misuse: invalid settings exit 2 before anything is written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from orchestration import ROOT, child_env, run_setup
+from update_helpers import child_env as update_env
+from update_helpers import run_cli
+
+
+def test_update_bad_updater_port_names_variable(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+
+    result = run_cli(
+        "1.1.0", "--home", str(home), env=update_env(UPDATER_SERVER_PORT="abc")
+    )
+
+    assert result.returncode == 2
+    assert "invalid UPDATER_SERVER_PORT 'abc'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_orchestrator_bad_updater_port_writes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    command = [sys.executable, str(ROOT / "setup_orchestrator.py"), "1.1.0"]
+
+    result = subprocess.run(
+        [*command, "--home", str(home), "--yes"],
+        capture_output=True,
+        text=True,
+        env=child_env(UPDATER_SERVER_PORT="99999"),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == 2
+    assert "invalid UPDATER_SERVER_PORT '99999'" in result.stderr
+    assert not (home / "setup_state.json").exists()
+
+
+def test_orchestrator_bad_service_port_installs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, middleware
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HTTP_SERVER_PORT", "99999")
+
+    result = run_setup("2.9.0", middleware.url, home)
+
+    assert result.returncode == 2
+    assert "invalid HTTP_SERVER_PORT '99999'" in result.stderr
+    assert not (home / "version.txt").exists()
+    assert not (home / "setup_state.json").exists()
+
+
+def test_orchestrator_skip_verification_ignores_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, middleware
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HTTP_SERVER_PORT", "99999")
+
+    result = run_setup("2.9.0", middleware.url, home, "--skip-verification")
+
+    assert result.returncode == 0, result.stderr
+    assert (home / "version.txt").read_text().strip() == "2.9.0"
+
+
+def test_verification_non_ascii_digit_port_rejected(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "verification_env.py"), "--check-only"]
+
+    result = subprocess.run(
+        [*command, "--home", str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        env=child_env(QDRANT_PORT="\u00b2"),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == 2
+    assert "invalid QDRANT_PORT" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,96 @@
+"""Corrupt home files: a clear error or a clean recovery, never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from orchestration import read_state, run_setup
+from update_helpers import installed_tree, publish, run_cli, tree_snapshot
+
+from codemate_setup.middleware import MiddlewareHandle
+
+OLD_FILES = {"initiate.py": "print('1.0.0')\n", "old.py": "old = 1\n"}
+NEW_FILES = {"initiate.py": "print('1.1.0')\n", "new.py": "new = 1\n"}
+
+
+@pytest.fixture
+def releases(tmp_path: Path) -> Path:
+    folder = tmp_path / "releases"
+    publish(folder, "1.0.0", OLD_FILES)
+    publish(folder, "1.1.0", NEW_FILES)
+    return folder
+
+
+@pytest.fixture
+def server(
+    releases: Path, start_middleware: Callable[..., MiddlewareHandle]
+) -> MiddlewareHandle:
+    return start_middleware(releases)
+
+
+@pytest.fixture
+def home(tmp_path: Path, server: MiddlewareHandle) -> Path:
+    folder = tmp_path / "home"
+    result = run_setup("1.0.0", server.url, folder, "--skip-verification")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_version_file_not_utf8_rejected(
+    home: Path, releases: Path, server: MiddlewareHandle
+) -> None:
+    (home / "version.txt").write_bytes(b"\xff\xfe1.0.0\n")
+
+    result = run_cli("1.1.0", "--home", str(home), "--middleware-url", server.url)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "must contain an installed version" in result.stderr
+    assert "delete it to install afresh" in result.stderr
+    assert installed_tree(home) == tree_snapshot(releases / "1.0.0" / "files")
+
+
+def test_resume_with_corrupt_state_starts_fresh(
+    home: Path, releases: Path, server: MiddlewareHandle
+) -> None:
+    (home / "setup_state.json").write_text("{torn")
+
+    result = run_setup("1.1.0", server.url, home, "--skip-verification", "--resume")
+
+    assert result.returncode == 0, result.stderr
+    assert read_state(home)["overall_status"] == "completed"
+    assert installed_tree(home) == tree_snapshot(releases / "1.1.0" / "files")
+    assert list(home.glob("setup_state.json.corrupt-*"))
+
+
+def test_resume_with_invalid_state_starts_fresh(
+    home: Path, releases: Path, server: MiddlewareHandle
+) -> None:
+    (home / "setup_state.json").write_text('{"overall_status": "failed"}')
+
+    result = run_setup("1.1.0", server.url, home, "--skip-verification", "--resume")
+
+    assert result.returncode == 0, result.stderr
+    assert read_state(home)["overall_status"] == "completed"
+    assert list(home.glob("setup_state.json.corrupt-*"))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(("--status",), id="status"),
+        pytest.param(("--wait",), id="wait"),
+    ],
+)
+def test_status_of_corrupt_state_names_fix(home: Path, command: tuple[str, ...]):
+    (home / "setup_state.json").write_text("{torn")
+
+    result = run_setup(None, "http://127.0.0.1:9", home, *command)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "is not valid JSON" in result.stderr
+    assert "the next setup moves it aside" in result.stderr
+    assert (home / "setup_state.json").read_text() == "{torn"
