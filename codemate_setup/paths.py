@@ -16,6 +16,8 @@ from codemate_setup.errors import ManifestError
 MAX_PATH_LENGTH = 1024
 
 _DRIVE_PREFIX = re.compile(r"^[A-Za-z]:")
+# NUL and the other C0 control characters, and DEL.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_release_path(path: object) -> str:
@@ -51,7 +53,7 @@ def _path_problem(path: str) -> str | None:
     if len(path) > MAX_PATH_LENGTH:
         return f"longer than {MAX_PATH_LENGTH} characters"
 
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+    if _CONTROL_CHARACTER.search(path):
         return "contains a NUL or control character"
 
     if "\\" in path:
@@ -70,7 +72,9 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
-def resolve_inside(root: Path, release_path: str) -> Path:
+def resolve_inside(
+    root: Path, release_path: str, *, realpaths: dict[Path, Path] | None = None
+) -> Path:
     """Join a validated release path to ``root`` and prove it stays inside.
 
     Existing symlinks along the way are followed, so a link in the install
@@ -79,6 +83,9 @@ def resolve_inside(root: Path, release_path: str) -> Path:
     Args:
         root: The folder the path is relative to; it may not exist yet.
         release_path: A path already accepted by :func:`validate_release_path`.
+        realpaths: A cache of resolved folders, for callers that check many
+            paths while the tree does not change. Without it every call
+            resolves the folders again.
 
     Returns:
         The joined path (not resolved, so the final component may be a link
@@ -90,8 +97,8 @@ def resolve_inside(root: Path, release_path: str) -> Path:
     validate_release_path(release_path)
     target = root.joinpath(*PurePosixPath(release_path).parts)
 
-    real_root = Path(os.path.realpath(root))
-    real_parent = Path(os.path.realpath(target.parent))
+    real_root = _realpath(root, realpaths)
+    real_parent = _realpath(target.parent, realpaths)
     if real_parent != real_root and real_root not in real_parent.parents:
         raise ManifestError(
             f"unsafe manifest path {release_path!r}: it resolves outside "
@@ -99,3 +106,14 @@ def resolve_inside(root: Path, release_path: str) -> Path:
         )
 
     return target
+
+
+def _realpath(folder: Path, cache: dict[Path, Path] | None) -> Path:
+    if cache is None:
+        return Path(os.path.realpath(folder))
+
+    resolved = cache.get(folder)
+    if resolved is None:
+        resolved = Path(os.path.realpath(folder))
+        cache[folder] = resolved
+    return resolved

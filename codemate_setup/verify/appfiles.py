@@ -184,10 +184,12 @@ def compare_files(
     every file.
     """
     result = FileComparison()
+    # The folders are resolved once each, since the check changes no file.
+    realpaths: dict[Path, Path] = {}
     for listed in listing.files:
         result.checked += 1
         try:
-            target = resolve_inside(install_dir, listed.path)
+            target = resolve_inside(install_dir, listed.path, realpaths=realpaths)
         except ManifestError:
             result.unsafe.append(listed.path)
             continue
