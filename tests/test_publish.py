@@ -16,11 +16,10 @@ import requests
 
 from codemate_setup import publish
 from codemate_setup.errors import ExitCode, ManifestError, UsageError
-from codemate_setup.publish import (
-    diff_listings,
+from codemate_setup.publish import diff_listings, publish_release
+from codemate_setup.source_tree import (
     find_case_collisions,
     normalized_mode,
-    publish_release,
     windows_name_problem,
 )
 
