@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +40,7 @@ from codemate_setup.errors import (
     ManifestError,
     SetupCancelledError,
 )
+from codemate_setup.filestore import VerifiedFile
 from codemate_setup.partial import part_path, sidecar_path
 
 __all__ = [
@@ -94,6 +95,8 @@ class DownloadStats:
         retries: Retries of any kind (transient failure, mismatch restart).
         resumes: Responses with a matching partial body (206) to a range request.
         seconds: Wall-clock duration of the call.
+        verified: Hash of each staged file as checked by this call, by
+            destination, so a later check of an unchanged file needs no read.
     """
 
     files_downloaded: int = 0
@@ -103,6 +106,7 @@ class DownloadStats:
     retries: int = 0
     resumes: int = 0
     seconds: float = 0.0
+    verified: dict[Path, VerifiedFile] = field(default_factory=dict, repr=False)
 
 
 def download_all(
@@ -174,7 +178,9 @@ def download_all(
     )
     meter.finish()
 
-    stats = DownloadStats(seconds=time.monotonic() - started, **run.counts)
+    stats = DownloadStats(
+        seconds=time.monotonic() - started, verified=dict(run.verified), **run.counts
+    )
     logger.info("download finished: %s", stats)
     return stats
 

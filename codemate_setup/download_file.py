@@ -140,6 +140,7 @@ class FileDownload:
             raise
 
         self._move_into_place()
+        self.run.record_verified(item.dest, part.hasher.hexdigest())
 
     def _open_part(self) -> _PartFile:
         item = self.item
@@ -478,6 +479,7 @@ class FileDownload:
             self.item.dest.write_bytes(b"")
         except OSError as e:
             raise self._write_error(e) from e
+        self.run.record_verified(self.item.dest, EMPTY_SHA256)
         self.run.count("files_downloaded")
         self.run.meter.add_file()
 

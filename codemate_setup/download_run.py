@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import requests
 
+from codemate_setup.filestore import VerifiedFile
 from codemate_setup.partial import (
     part_path,
     read_sidecar,
@@ -87,6 +88,7 @@ class DownloadRun:
         self._buffers = threading.local()
         self._folders: set[Path] = set()
         self.first_error: BaseException | None = None
+        self.verified: dict[Path, VerifiedFile] = {}
         self.counts = {
             "files_downloaded": 0,
             "files_reused": 0,
@@ -95,6 +97,16 @@ class DownloadRun:
             "retries": 0,
             "resumes": 0,
         }
+
+    def record_verified(self, path: Path, sha256: str) -> None:
+        """Remember the hash of a staged file that was just checked."""
+        try:
+            verified = VerifiedFile.of(path, sha256)
+        except OSError as e:
+            logger.debug("cannot record the hash of %s: %s", path, e)
+            return
+        with self._lock:
+            self.verified[path] = verified
 
     def count(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to one of the statistics counters."""
@@ -232,7 +244,10 @@ def _file_matches(run: DownloadRun, path: Path, item: DownloadItem) -> bool:
         logger.debug("cannot read %s to reuse it: %s", path, e)
         return False
 
-    return digest.hexdigest() == item.sha256
+    if digest.hexdigest() != item.sha256:
+        return False
+    run.record_verified(path, item.sha256)
+    return True
 
 
 def hash_stream(run: DownloadRun, handle: BinaryIO, hasher: Any) -> Any:

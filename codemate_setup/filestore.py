@@ -17,6 +17,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from codemate_setup.errors import IntegrityError
@@ -120,8 +121,44 @@ def remove_tree(folder: Path) -> None:
         shutil.rmtree(folder, onerror=make_writable_and_retry)
 
 
+@dataclass(frozen=True)
+class VerifiedFile:
+    """A staged file's hash as computed while it was downloaded, and its identity.
+
+    The identity (size, modification time and inode) tells whether the file
+    changed since, the way the installed listing does for installed files.
+    """
+
+    sha256: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path, sha256: str) -> VerifiedFile:
+        """Record ``sha256`` for the file at ``path`` as it is now.
+
+        Raises:
+            OSError: If the file cannot be examined.
+        """
+        info = os.lstat(path)
+        return cls(sha256, info.st_size, info.st_mtime_ns, info.st_ino)
+
+    def matches(self, info: os.stat_result) -> bool:
+        """Tell whether ``info`` describes the same, unchanged file."""
+        return (info.st_size, info.st_mtime_ns, info.st_ino) == (
+            self.size,
+            self.mtime_ns,
+            self.inode,
+        )
+
+
 def verify_staged_file(
-    path: str, staged: Path, sha256: str | None, size: int | None
+    path: str,
+    staged: Path,
+    sha256: str | None,
+    size: int | None,
+    known: VerifiedFile | None = None,
 ) -> tuple[str, int]:
     """Check a staged file against the manifest and return its hash and size.
 
@@ -130,6 +167,8 @@ def verify_staged_file(
         staged: The staged file.
         sha256: The declared hash, or None for a legacy entry.
         size: The declared size, or None.
+        known: The hash computed while the file was downloaded. It is used
+            instead of reading the file again when the file is unchanged since.
 
     Raises:
         IntegrityError: If the file is missing or does not match; a file that
@@ -139,7 +178,10 @@ def verify_staged_file(
         info = os.lstat(staged)
         if not stat.S_ISREG(info.st_mode):
             raise FileNotFoundError(f"{staged} is not a regular file")
-        digest, actual_size = hash_file(staged)
+        if known is not None and known.matches(info):
+            digest, actual_size = known.sha256, known.size
+        else:
+            digest, actual_size = hash_file(staged)
     except OSError as e:
         raise IntegrityError(
             f"the staged file for {path!r} cannot be read: {e}; run the update "

@@ -191,6 +191,9 @@ class InstallView:
     listing: InstalledListing | None = None
     hashed: int = 0
     _states: dict[str, FileState] = field(default_factory=dict, repr=False)
+    # Resolved folders, valid for the view's life like ``_states``: the
+    # install folder does not change while a plan is built from it.
+    _realpaths: dict[Path, Path] = field(default_factory=dict, repr=False)
 
     def state(self, path: str) -> FileState:
         """Return what ``path`` is, with the file's hash when it is a file.
@@ -203,7 +206,7 @@ class InstallView:
         if cached is not None:
             return cached
 
-        target = resolve_inside(self.root, path)
+        target = resolve_inside(self.root, path, realpaths=self._realpaths)
         try:
             info = os.lstat(target)
         except FileNotFoundError:
@@ -222,7 +225,7 @@ class InstallView:
         Raises:
             ManifestError: If the path resolves outside the install folder.
         """
-        target = resolve_inside(self.root, path)
+        target = resolve_inside(self.root, path, realpaths=self._realpaths)
         try:
             info = os.lstat(target)
         except (FileNotFoundError, NotADirectoryError):
@@ -236,7 +239,7 @@ class InstallView:
 
         Links are listed as links and never followed.
         """
-        start = resolve_inside(self.root, folder)
+        start = resolve_inside(self.root, folder, realpaths=self._realpaths)
         return list(_walk(start, folder))
 
     def _describe(self, path: str, target: Path, info: os.stat_result) -> FileState:

@@ -26,7 +26,7 @@ from codemate_setup.client import MiddlewareClient
 from codemate_setup.config import RunOptions
 from codemate_setup.download import DownloadItem, DownloadProgress, download_all
 from codemate_setup.errors import SetupCancelledError, UsageError
-from codemate_setup.filestore import store_path, verify_staged_file
+from codemate_setup.filestore import VerifiedFile, store_path, verify_staged_file
 from codemate_setup.homefiles import (
     prepare_folders,
     read_installed_version,
@@ -206,6 +206,7 @@ class _Update:
         self.listing: InstalledListing | None = None
         self.change = ChangeKind.INSTALL
         self.downloads: dict[str, TargetFile] = {}
+        self.verified: dict[Path, VerifiedFile] = {}
         self.result = UpdateResult(action="", from_version=None, to_version=str(target))
 
     def run(self) -> UpdateResult:
@@ -459,6 +460,7 @@ class _Update:
         self.result.files_downloaded = stats.files_downloaded
         self.result.files_reused = stats.files_reused
         self.result.bytes_downloaded = stats.bytes_downloaded
+        self.verified = stats.verified
         return {item.path: item.dest for item in items}
 
     def _report_download(self, progress: DownloadProgress) -> None:
@@ -493,6 +495,7 @@ class _Update:
                 staged[path],
                 wanted.sha256 if wanted is not None else None,
                 wanted.size if wanted is not None else None,
+                self.verified.get(staged[path]),
             )
 
         with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
