@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from codemate_setup.cli import add_home_arguments, add_middleware_arguments
 from codemate_setup.config import HomeLayout, resolve_middleware_url, service_ports
 from codemate_setup.errors import ExitCode, SetupError, UsageError
 from codemate_setup.logs import configure_run_logging
@@ -42,21 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("version", nargs="?", help="release to install, e.g. 3.0.0")
-    parser.add_argument(
-        "--home", help="home folder (default: $CODEMATE_HOME or ~/.codemate.test)"
-    )
-    parser.add_argument("--install-dir", help="application folder (default: HOME/app)")
-    parser.add_argument(
-        "--middleware-url",
-        help="release server URL (default: built from $UPDATER_SERVER_HOST and "
-        "$UPDATER_SERVER_PORT, else http://localhost:8000)",
-    )
-    parser.add_argument("--repo", help="OWNER/NAME passed to the middleware as ?repo=")
-    parser.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow plain http to a middleware that is not on loopback",
-    )
+    add_home_arguments(parser)
+    add_middleware_arguments(parser)
     parser.add_argument(
         "--yes", action="store_true", help="confirm a major update without asking"
     )
@@ -107,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the command chosen by ``args`` and return the exit code."""
     layout = HomeLayout.create(args.home, args.install_dir)
+    if (args.status or args.wait) and args.version is not None:
+        flag = "--status" if args.status else "--wait"
+        raise UsageError(
+            f"{flag} reads the current setup and takes no VERSION, got {args.version!r}"
+        )
     if args.status:
         return show_status(layout, as_json=args.json)
     if args.wait:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from codemate_setup.backups import list_backups
+from codemate_setup.cli import add_home_arguments, add_middleware_arguments
 from codemate_setup.client import MiddlewareClient
 from codemate_setup.config import HomeLayout, RunOptions, resolve_middleware_url
 from codemate_setup.errors import ExitCode, SetupCancelledError, SetupError, UsageError
@@ -93,21 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish or roll back an interrupted update, then exit",
     )
 
-    parser.add_argument(
-        "--middleware-url",
-        help="middleware base URL (default: http://$UPDATER_SERVER_HOST:"
-        "$UPDATER_SERVER_PORT, else http://localhost:8000)",
-    )
-    parser.add_argument(
-        "--home",
-        help="CodeMate home folder (default: $CODEMATE_HOME or ~/.codemate.test)",
-    )
-    parser.add_argument(
-        "--install-dir", help="folder of the installed codebase (default: HOME/app)"
-    )
-    parser.add_argument(
-        "--repo", metavar="OWNER/NAME", help="repository passed to the middleware"
-    )
+    add_middleware_arguments(parser)
+    add_home_arguments(parser)
     parser.add_argument(
         "--yes", "-y", action="store_true", help="confirm a major update without asking"
     )
@@ -116,11 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="install VERSION from the middleware even if it is older than the "
         "installed version",
-    )
-    parser.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow plain http to a middleware that is not on this machine",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the result as a JSON document"

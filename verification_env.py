@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from codemate_setup.cli import add_home_arguments, add_middleware_arguments
 from codemate_setup.config import HomeLayout, resolve_middleware_url
 from codemate_setup.errors import ExitCode, SetupError
 from codemate_setup.logs import configure_run_logging
@@ -62,24 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     where = parser.add_argument_group("home and middleware")
-    where.add_argument(
-        "--home",
-        help="CodeMate home folder (default: $CODEMATE_HOME or ~/.codemate.test)",
-    )
-    where.add_argument(
-        "--install-dir", help="installed application folder (default: HOME/app)"
-    )
-    where.add_argument(
-        "--middleware-url",
-        help="middleware base URL, for a missing requirements file (default: "
-        "http://$UPDATER_SERVER_HOST:$UPDATER_SERVER_PORT or http://localhost:8000)",
-    )
-    where.add_argument("--repo", help="repository name passed to the middleware")
-    where.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="accept plain http to a middleware that is not on loopback",
-    )
+    add_home_arguments(where)
+    add_middleware_arguments(where)
 
     mode = parser.add_argument_group("what to do")
     mode.add_argument(

@@ -125,7 +125,7 @@ def remove_tree(folder: Path) -> None:
 class VerifiedFile:
     """A staged file's hash as computed while it was downloaded, and its identity.
 
-    The identity (size, modification time and inode) tells whether the file
+    The identity (size, modification time and inode) shows whether the file
     changed since, the way the installed listing does for installed files.
     """
 

@@ -194,3 +194,19 @@ def test_unknown_release_exits_two(tmp_path: Path, middleware):
     assert result.returncode == 2
     assert document["overall_status"] == "failed"
     assert "9.9.9" in document["error_details"]
+
+
+@pytest.mark.parametrize("flag", ["--status", "--wait"])
+def test_reader_flag_with_version_exits_two(tmp_path: Path, flag: str):
+    import subprocess
+
+    from orchestration import child_env, orchestrator_command
+
+    result = subprocess.run(
+        orchestrator_command(flag, "3.0.0", "--home", str(tmp_path / "home")),
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
+    assert result.returncode == 2
+    assert f"{flag} reads the current setup and takes no VERSION" in result.stderr
