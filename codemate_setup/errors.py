@@ -32,7 +32,7 @@ class UsageError(SetupError):
 
 
 class SetupBusyError(SetupError):
-    """Another setup holds the home folder."""
+    """Another setup has the setup lock of the home folder."""
 
     exit_code = ExitCode.BUSY
 
