@@ -44,7 +44,7 @@ class DownloadStopped(Exception):
 
 @dataclass
 class PlannedItem:
-    """What a run found on disk for one item before downloading.
+    """Findings on disk for one item before it is downloaded.
 
     Attributes:
         item: The requested download.

@@ -38,7 +38,7 @@ LISTING_FORMAT = 1
 
 @dataclass(frozen=True)
 class InstalledFile:
-    """What the listing records about one installed file."""
+    """Record of one installed file in the listing."""
 
     sha256: str
     size: int
@@ -153,7 +153,7 @@ def read_version_file(path: Path) -> str | None:
 
 
 class PathKind(str, Enum):
-    """What a release path is on disk right now."""
+    """State of a release path on disk right now."""
 
     MISSING = "missing"
     FILE = "file"
@@ -179,7 +179,7 @@ class InstallView:
 
     Each path goes through :func:`resolve_inside`, so a path that leaves the
     folder through a symbolic link raises ``ManifestError`` before anything is
-    planned. Files that the listing knows with an unchanged size and mtime
+    planned. Files that the listing records with an unchanged size and mtime
     are not read; ``hashed`` counts the files that had to be read.
 
     Args:

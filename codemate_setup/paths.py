@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from codemate_setup.errors import ManifestError
 
-# Longest release path accepted, in characters; common file systems allow 4096.
+# Maximum length of a release path, in characters. Linux allows paths of 4096 bytes.
 MAX_PATH_LENGTH = 1024
 
 _DRIVE_PREFIX = re.compile(r"^[A-Za-z]:")

@@ -103,7 +103,7 @@ class TargetState:
 
 @dataclass(frozen=True)
 class Plan:
-    """What an update downloads and the moves that apply it.
+    """Downloads of an update and the moves that apply it.
 
     ``kept`` maps each target file already installed to its state on disk.
     ``moved_out`` maps each path the plan backs up to its state before the

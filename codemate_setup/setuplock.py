@@ -17,13 +17,13 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def hold_setup_lock(layout: HomeLayout) -> Iterator[None]:
-    """Hold the home's setup lock, or fail at once if another setup holds it.
+    """Hold the home's setup lock, or fail at once if another setup has it.
 
     The operating system releases the lock when its process dies, so a setup
     killed with SIGKILL never blocks the next one.
 
     Raises:
-        SetupBusyError: If another process holds the lock; the message names
+        SetupBusyError: If another process has the lock; the message names
             its pid when the state file records one.
         StateFileError: If the home folder cannot be created.
     """

@@ -1,8 +1,8 @@
 """The files of a source tree that can be published, and the checks on them.
 
-Only regular files are published; links, special files, names that are not
+Only regular files are published. Links, special files, names that are not
 valid on Windows or not UTF-8, and paths that collide by letter case or Unicode
-normalization are rejected, each one named.
+normalization are rejected, and the error names each one.
 """
 
 from __future__ import annotations

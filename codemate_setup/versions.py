@@ -6,7 +6,7 @@ from packaging.version import InvalidVersion, Version
 
 from codemate_setup.errors import UsageError
 
-# Longest version string accepted; real release versions are far shorter.
+# Maximum length of a version string. Real release versions are far shorter.
 MAX_VERSION_LENGTH = 64
 
 

@@ -59,8 +59,8 @@ def run_setup(
         SetupError: If the state file cannot be written.
     """
     token = token or CancelToken()
-    shown = display() if display is not None else contextlib.nullcontext()
-    with hold_setup_lock(options.layout), cancel_on_signals(token), shown:
+    progress_view = display() if display is not None else contextlib.nullcontext()
+    with hold_setup_lock(options.layout), cancel_on_signals(token), progress_view:
         tracker = SetupTracker(options.layout.state_file)
         try:
             return _run_locked(options, tracker, token)

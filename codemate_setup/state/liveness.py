@@ -26,7 +26,7 @@ START_TIME_TOLERANCE = 1.0
 
 
 class Liveness(str, Enum):
-    """What a reader should make of a state document's status."""
+    """Verdict of a reader on a state document's status."""
 
     NONE = "none"
     RUNNING = "running"
@@ -38,7 +38,7 @@ def process_start_time(pid: int) -> float | None:
     """Return the start time of process ``pid`` in seconds since the epoch.
 
     Returns:
-        None when the process does not exist or the OS does not say.
+        None when the process does not exist or the OS does not report it.
     """
     try:
         return psutil.Process(pid).create_time()

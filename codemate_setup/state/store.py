@@ -65,7 +65,7 @@ class StateStore:
 
         Raises:
             StateFileError: As :meth:`read`; for a corrupt file the message also
-                tells that the next setup moves it aside.
+                states that the next setup moves it aside.
         """
         try:
             return self.read()

@@ -153,7 +153,7 @@ class SetupTracker:
         heartbeat stays the owner's.
 
         Raises:
-            StateFileError: If the state file holds a different setup.
+            StateFileError: If the state file contains a different setup.
         """
         document = self._store.read()
         if document is None or document.get("setup_id") != setup_id:

@@ -417,7 +417,7 @@ def _identify_service(
         return _conflict(f"HTTP {response.status} at {spec.probe_path}")
 
     # A server that responds 200 to every path would pass any probe, and an
-    # unguessable path tells it apart from the real service.
+    # unguessable path distinguishes it from the real service.
     decoy = f"/codemate-probe-{secrets.token_hex(8)}"
     decoy_response = http_get(address, port, decoy, *timeouts)
     if decoy_response is not None and decoy_response.status == 200:

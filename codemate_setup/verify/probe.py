@@ -102,7 +102,7 @@ class InstalledDistribution:
 
 @dataclass(frozen=True)
 class InterpreterProbe:
-    """What an interpreter reported about itself.
+    """Facts an interpreter reported about itself.
 
     Attributes:
         python: Its version, such as ``3.11.7``.
