@@ -90,25 +90,3 @@ def atomic_write_json(target: Path, document: Any, *, durable: bool = True) -> N
     """Serialize ``document`` as indented UTF-8 JSON and write it atomically."""
     data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
     atomic_write_bytes(target, data + b"\n", durable=durable)
-
-
-def remove_stale_temp_files(folder: Path, name: str, older_than: float = 60.0) -> int:
-    """Delete temp files that a killed writer of ``name`` left in ``folder``.
-
-    Only files matching the temp-name pattern of :func:`atomic_write_bytes`
-    and older than ``older_than`` seconds are removed, so a live writer's temp
-    file is never touched.
-
-    Returns:
-        The number of files removed.
-    """
-    removed = 0
-    now = time.time()
-    for path in folder.glob(f".{name}.*.tmp"):
-        try:
-            if now - path.stat().st_mtime >= older_than:
-                path.unlink()
-                removed += 1
-        except OSError:
-            continue
-    return removed

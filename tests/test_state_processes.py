@@ -70,6 +70,10 @@ def test_sigkilled_writer_leaves_valid_state(tmp_path: Path) -> None:
 
     for _round in range(8):
         writer = spawn("forever", str(state))
+        # On a loaded machine the first writer may take a while to start.
+        deadline = time.monotonic() + 30
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(0.15 + rng.random() * 0.35)
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=10)

@@ -1,12 +1,13 @@
 """Locked, atomic, crash-safe storage of the state document.
 
-Writers hold a ``filelock`` lock on ``setup_state.lock`` across the whole
+Writers hold the ``flock`` lock on ``setup_state.lock`` across the whole
 read-modify-write and replace the file atomically. Readers take no lock: every
 version of the file on disk is a complete document.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,10 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from codemate_setup.errors import StateFileError
-from codemate_setup.fsutil import atomic_write_bytes, remove_stale_temp_files
+from codemate_setup.fsutil import fsync_dir, replace_with_retry
+from codemate_setup.state.lockfile import StateLock
 from codemate_setup.state.schema import shape_problem
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,14 @@ class StateStore:
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
         self.lock_path = path.with_suffix(".lock")
+        # Only the lock holder writes this name, so a file left by a killed
+        # writer is simply overwritten by the next one.
+        self.temp_path = path.with_name(f".{path.name}.writing.tmp")
         self.durable = durable
-        self._lock = filelock.FileLock(str(self.lock_path))
+        self._lock = StateLock(self.lock_path)
+        # The bytes and document of this store's last write. When the file
+        # still contains exactly those bytes, the next write skips the parse.
+        self._last_write: tuple[bytes, dict[str, Any]] | None = None
 
     def read(self) -> dict[str, Any] | None:
         """Read the document without a lock.
@@ -94,35 +100,46 @@ class StateStore:
             StateFileError: If the folder is not writable or the disk is full.
         """
         try:
-            self._lock.acquire(timeout=timeout)
-        except filelock.Timeout:
-            return None
+            token = self._lock.acquire(timeout)
         except OSError as e:
             raise StateFileError(
                 f"cannot create the state lock {self.lock_path}: {e}; "
                 "check that the folder exists and is writable"
             ) from e
+        if token is None:
+            return None
 
         try:
             document = mutate(self._read_or_quarantine())
             self._write(document)
             return document
         finally:
-            self._lock.release()
+            self._lock.release(token)
 
     def _read_or_quarantine(self) -> dict[str, Any] | None:
-        # Temp files can exist only while a writer holds the lock, so any left
-        # now belong to a writer that was killed mid-write.
-        remove_stale_temp_files(self.path.parent, self.path.name, older_than=0)
-
         try:
-            return self.read()
+            return self._read_locked()
         except StateFileError as e:
             if not self.path.exists():
                 raise
             aside = self._move_aside()
             logger.warning("%s; moved it to %s and started a fresh state", e, aside)
             return None
+
+    def _read_locked(self) -> dict[str, Any] | None:
+        last_write, self._last_write = self._last_write, None
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StateFileError(f"cannot read the state file {self.path}: {e}") from e
+
+        if last_write is not None and data == last_write[0]:
+            # Mutators edit the document in place, which is safe because no other
+            # code keeps a reference to this store's copy.
+            return last_write[1]
+        return _parse(data, self.path)
 
     def _move_aside(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -141,14 +158,41 @@ class StateStore:
 
     def _write(self, document: dict[str, Any]) -> None:
         # Compact output uses the C encoder; indented output is several times slower.
-        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        data = json.dumps(document, ensure_ascii=False).encode("utf-8") + b"\n"
         try:
-            atomic_write_bytes(self.path, data + b"\n", durable=self.durable)
+            self._replace_file(data)
         except OSError as e:
             raise StateFileError(
                 f"cannot write the state file {self.path}: {e}; "
                 "check free disk space and the folder's permissions"
             ) from e
+        self._last_write = (data, document)
+
+    def _replace_file(self, data: bytes) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        try:
+            descriptor = os.open(self.temp_path, flags, 0o644)
+            try:
+                _write_all(descriptor, data)
+                if self.durable:
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            replace_with_retry(self.temp_path, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.temp_path.unlink()
+            raise
+
+        if self.durable:
+            fsync_dir(self.path.parent)
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        view = view[written:]
 
 
 def _parse(data: bytes, path: Path) -> dict[str, Any]:
