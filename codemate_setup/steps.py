@@ -56,7 +56,8 @@ class StepReporter:
 
         yield
 
-        self.tracker.complete_step(self.phase, name)
+        # The next step's start, or the phase's end, writes it in one go.
+        self.tracker.complete_step(self.phase, name, defer=True)
 
     def progress(self, fraction: float, detail: dict[str, Any] | None = None) -> None:
         """Report how far the current step has come, from 0 to 1."""

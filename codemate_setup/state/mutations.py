@@ -144,12 +144,17 @@ def record_step(
     description: str,
     completed: bool,
     additional_progress: int,
+    at: str | None = None,
 ) -> None:
-    """Start or complete a step and move the phase's progress forward."""
+    """Start or complete a step and move the phase's progress forward.
+
+    Args:
+        at: When it happened, as an ISO 8601 timestamp; by default now.
+    """
     phase_doc = _phase(document, phase)
     _ensure_running(document, phase_doc)
     timings = phase_doc.setdefault("step_timings", [])
-    now = now_iso()
+    now = at or now_iso()
 
     if completed:
         if not _close_open_step(phase_doc, description, now):

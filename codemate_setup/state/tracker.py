@@ -15,7 +15,7 @@ from codemate_setup.config import resolve_home
 from codemate_setup.errors import StateFileError
 from codemate_setup.state import mutations
 from codemate_setup.state.liveness import HEARTBEAT_INTERVAL, owner_fields
-from codemate_setup.state.schema import OverallStatus, Phase
+from codemate_setup.state.schema import OverallStatus, Phase, now_iso
 from codemate_setup.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ class SetupTracker:
         self._store = StateStore(path, durable=durable)
         self._mutex = threading.RLock()
         self._pending: dict[str, dict[str, Any]] = {}
+        # Completed steps not yet written: (phase, description, end time).
+        self._pending_steps: list[tuple[Phase, str, str]] = []
         self._last_progress_write = 0.0
         self._last_document: dict[str, Any] | None = None
         self._setup_id: str | None = None
@@ -226,9 +228,25 @@ class SetupTracker:
         """Start a step: it becomes ``current_step`` and its timer starts."""
         self.update_phase_progress(phase, description, step_completed=False)
 
-    def complete_step(self, phase: PhaseLike, description: str) -> None:
-        """Record a step as completed and store its duration."""
-        self.update_phase_progress(phase, description, step_completed=True)
+    def complete_step(
+        self, phase: PhaseLike, description: str, *, defer: bool = False
+    ) -> None:
+        """Record a step as completed and store its duration.
+
+        Args:
+            phase: The phase name.
+            description: The step, as given to :meth:`begin_step`.
+            defer: Hold the write back like a progress write, so that the next
+                write (usually the next step's start) carries it. The step's
+                end time is still the time of this call, and the heartbeat
+                thread writes it within 1 / ``MAX_PROGRESS_WRITES_PER_SECOND``
+                seconds if nothing else does.
+        """
+        if not defer:
+            self.update_phase_progress(phase, description, step_completed=True)
+            return
+        with self._mutex:
+            self._pending_steps.append((Phase(phase), description, now_iso()))
 
     def set_step_progress(
         self,
@@ -277,7 +295,7 @@ class SetupTracker:
     def flush(self) -> None:
         """Write held-back progress now, if there is any."""
         with self._mutex:
-            if not self._pending:
+            if not self._pending and not self._pending_steps:
                 return
             self._last_progress_write = time.monotonic()
         document = self._write(lambda doc: None, timeout=self.lock_timeout)
@@ -308,16 +326,20 @@ class SetupTracker:
 
     def _write(self, change: Change, *, timeout: float) -> dict[str, Any] | None:
         with self._mutex:
-            pending = self._pending
-            self._pending = {}
+            pending, self._pending = self._pending, {}
+            pending_steps, self._pending_steps = self._pending_steps, []
 
         def mutate(document: dict[str, Any] | None) -> dict[str, Any]:
             if document is None:
                 document = mutations.recovered_document(self._last_document, document)
+            # Held-back events happened before this change: progress belongs
+            # to the step that was running, then that step completed.
+            mutations.apply_pending(document, pending)
+            for phase, description, ended_at in pending_steps:
+                mutations.record_step(document, phase, description, True, 0, ended_at)
             replacement = change(document)
             if replacement is not None:
                 document = replacement
-            mutations.apply_pending(document, pending)
             if self._owner:
                 mutations.beat(document)
             mutations.refresh(document)
@@ -326,9 +348,10 @@ class SetupTracker:
         document = self._store.transact(mutate, timeout=timeout)
         if document is None:
             with self._mutex:
-                # Keep the held-back progress for the next write.
+                # Keep the held-back events for the next write.
                 for key, value in pending.items():
                     self._pending.setdefault(key, value)
+                self._pending_steps[:0] = pending_steps
             return None
 
         self._last_document = document

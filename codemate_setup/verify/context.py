@@ -39,7 +39,9 @@ class ProgressSink(Protocol):
 
     def begin_step(self, phase: Any, description: str) -> None: ...
 
-    def complete_step(self, phase: Any, description: str) -> None: ...
+    def complete_step(
+        self, phase: Any, description: str, *, defer: bool = False
+    ) -> None: ...
 
     def set_step_progress(
         self, phase: Any, fraction: float, detail: dict[str, Any] | None = None

@@ -98,7 +98,7 @@ def run_verification(
             logger.debug("step: %s", name)
             sink.begin_step(PHASE, name)
             step(ctx)
-            sink.complete_step(PHASE, name)
+            sink.complete_step(PHASE, name, defer=True)
     except SetupCancelledError as e:
         _record_end(sink, own_setup, "cancelled", str(e))
         raise
