@@ -39,10 +39,18 @@ class StepReporter:
         self.on_step = on_step
         self.current: int | None = None
         self.warnings: list[str] = []
+        # Step 1 begins with the phase, in the same write.
+        self._begun_with_phase: int | None = None
 
     def start_phase(self) -> None:
-        """Mark the phase running with this reporter's step count."""
-        self.tracker.start_phase(self.phase, len(self.steps))
+        """Mark the phase running with this reporter's step count.
+
+        The first step begins in the same write; the phase starts right
+        before its first step.
+        """
+        first = self.steps[0] if self.steps else None
+        self.tracker.start_phase(self.phase, len(self.steps), first_step=first)
+        self._begun_with_phase = 1 if first is not None else None
 
     @contextlib.contextmanager
     def step(self, number: int) -> Iterator[None]:
@@ -50,13 +58,15 @@ class StepReporter:
         name = self.steps[number - 1]
         self.current = number
         logger.info("step %d/%d: %s", number, len(self.steps), name)
-        self.tracker.begin_step(self.phase, name)
+        if self._begun_with_phase != number:
+            self.tracker.begin_step(self.phase, name)
+        self._begun_with_phase = None
         if self.on_step is not None:
             self.on_step(number, len(self.steps), name)
 
         yield
 
-        # The next step's start, or the phase's end, writes it in one go.
+        # The next step's start, or the end of the phase, writes it too.
         self.tracker.complete_step(self.phase, name, defer=True)
 
     def progress(self, fraction: float, detail: dict[str, Any] | None = None) -> None:

@@ -285,6 +285,7 @@ class _Update:
                 for key in ("version", "file_count", "total_bytes")
                 if key in info
             },
+            defer=True,
         )
 
         if self.change is ChangeKind.MAJOR_UPGRADE:

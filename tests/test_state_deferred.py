@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from codemate_setup.state import Phase, SetupTracker, StateStore
+from codemate_setup.state.liveness import HEARTBEAT_INTERVAL
 from codemate_setup.state.schema import parse_iso
+from codemate_setup.steps import StepReporter
 
 PHASE = Phase.CODEBASE_UPDATE
 
@@ -128,3 +130,58 @@ def test_deferred_completion_kept_after_busy_lock(
     lock.release(token)
     quiet_tracker.begin_step(PHASE, "b")
     assert read_phase(state_file)["steps_completed"] == ["a"]
+
+
+def test_start_phase_begins_first_step(
+    quiet_tracker: SetupTracker, state_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = count_writes(monkeypatch)
+    quiet_tracker.start_phase(PHASE, 4, first_step="a")
+    phase_doc = read_phase(state_file)
+    assert len(writes) == 1
+    assert phase_doc["status"] == "running"
+    assert phase_doc["current_step"] == "a"
+    assert phase_doc["step_timings"][0]["ended_at"] is None
+
+
+def test_deferred_phase_info_joins_next_write(
+    quiet_tracker: SetupTracker, state_file: Path
+) -> None:
+    quiet_tracker.set_phase_info(PHASE, "summary", {"fixed": 1}, defer=True)
+    assert "summary" not in read_phase(state_file)
+    quiet_tracker.complete_phase(PHASE)
+    assert read_phase(state_file)["summary"] == {"fixed": 1}
+
+
+def test_step_reporter_writes_once_per_step(
+    quiet_tracker: SetupTracker, state_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reporter = StepReporter(quiet_tracker, PHASE, ["a", "b", "c"])
+    writes = count_writes(monkeypatch)
+    reporter.start_phase()
+    for number in (1, 2, 3):
+        with reporter.step(number):
+            pass
+    quiet_tracker.complete_phase(PHASE)
+    phase_doc = read_phase(state_file)
+    # The phase start with step a, the starts of b and c, the phase end.
+    assert len(writes) == 4
+    assert phase_doc["steps_completed"] == ["a", "b", "c"]
+    assert [entry["step"] for entry in phase_doc["step_timings"]] == ["a", "b", "c"]
+
+
+def test_heartbeat_skipped_after_recent_write(
+    state_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = SetupTracker(state_file)
+    tracker.resume_setup()
+    writes = count_writes(monkeypatch)
+    calls = 0
+    deadline = time.monotonic() + HEARTBEAT_INTERVAL * 1.3
+    while time.monotonic() < deadline:
+        tracker.set_phase_info(PHASE, "counter", calls)
+        calls += 1
+        time.sleep(HEARTBEAT_INTERVAL / 8)
+    tracker.close()
+    # Each of these writes refreshed the heartbeat, so none of its own was due.
+    assert len(writes) == calls

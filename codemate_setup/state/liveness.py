@@ -17,9 +17,10 @@ import psutil
 
 from codemate_setup.state.schema import OverallStatus, parse_iso
 
-# The writer refreshes the heartbeat every second; a reader allows for a
-# loaded machine before it calls a setup on the same host stale.
-HEARTBEAT_INTERVAL = 1.0
+# The owner refreshes the heartbeat with every write, and with a write of its
+# own after this many quiet seconds. A reader allows for a loaded machine
+# before it calls a setup on the same host stale.
+HEARTBEAT_INTERVAL = 2.0
 STALE_AFTER_SECONDS = 15.0
 # Start times read twice for one process can differ by rounding of clock ticks.
 START_TIME_TOLERANCE = 1.0

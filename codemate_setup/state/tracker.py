@@ -71,9 +71,10 @@ class SetupTracker:
         self._store = StateStore(path, durable=durable)
         self._mutex = threading.RLock()
         self._pending: dict[str, dict[str, Any]] = {}
-        # Completed steps not yet written: (phase, description, end time).
-        self._pending_steps: list[tuple[Phase, str, str]] = []
+        # Changes held back for the next write, in the order they were made.
+        self._pending_changes: list[Change] = []
         self._last_progress_write = 0.0
+        self._last_write_at = time.monotonic()
         self._last_document: dict[str, Any] | None = None
         self._setup_id: str | None = None
         self._owner = False
@@ -105,7 +106,8 @@ class SetupTracker:
         """Start a new setup: a new ``setup_id``, both phases pending.
 
         This process becomes the setup's owner: its pid is recorded and a
-        heartbeat is refreshed every second until :meth:`finish_setup`.
+        heartbeat is refreshed at least every ``HEARTBEAT_INTERVAL`` seconds until
+        :meth:`finish_setup`.
 
         Returns:
             The new setup id.
@@ -179,10 +181,27 @@ class SetupTracker:
 
     # Phases
 
-    def start_phase(self, phase: PhaseLike, steps_total: int | None = None) -> None:
-        """Mark a phase running, with ``steps_total`` steps."""
+    def start_phase(
+        self,
+        phase: PhaseLike,
+        steps_total: int | None = None,
+        first_step: str | None = None,
+    ) -> None:
+        """Mark a phase running, with ``steps_total`` steps.
+
+        Args:
+            phase: The phase name.
+            steps_total: The number of steps of the phase.
+            first_step: Also begin this step, in the same write.
+        """
         phase = Phase(phase)
-        self._write_now(lambda doc: mutations.start_phase(doc, phase, steps_total))
+
+        def change(document: dict[str, Any]) -> None:
+            mutations.start_phase(document, phase, steps_total)
+            if first_step is not None:
+                mutations.record_step(document, phase, first_step, False, 0)
+
+        self._write_now(change)
 
     def complete_phase(self, phase: PhaseLike) -> None:
         """Mark a phase completed at 100 percent."""
@@ -245,8 +264,13 @@ class SetupTracker:
         if not defer:
             self.update_phase_progress(phase, description, step_completed=True)
             return
-        with self._mutex:
-            self._pending_steps.append((Phase(phase), description, now_iso()))
+        phase = Phase(phase)
+        ended_at = now_iso()
+        self._hold_back(
+            lambda doc: mutations.record_step(
+                doc, phase, description, True, 0, ended_at
+            )
+        )
 
     def set_step_progress(
         self,
@@ -283,10 +307,27 @@ class SetupTracker:
             lambda doc: mutations.append_to_phase(doc, phase, "fallbacks", message)
         )
 
-    def set_phase_info(self, phase: PhaseLike, key: str, value: Any) -> None:
-        """Store an additional key in the phase object, such as ``recovery``."""
+    def set_phase_info(
+        self, phase: PhaseLike, key: str, value: Any, *, defer: bool = False
+    ) -> None:
+        """Store an additional key in the phase object, such as ``recovery``.
+
+        Args:
+            phase: The phase name.
+            key: The key; it must not be one of the contract's phase keys.
+            value: Any JSON value.
+            defer: Hold the write back for the next write, as
+                :meth:`complete_step` does.
+        """
         phase = Phase(phase)
-        self._write_now(lambda doc: mutations.set_phase_key(doc, phase, key, value))
+
+        def change(document: dict[str, Any]) -> None:
+            mutations.set_phase_key(document, phase, key, value)
+
+        if defer:
+            self._hold_back(change)
+        else:
+            self._write_now(change)
 
     def set_info(self, key: str, value: Any) -> None:
         """Store an additional top-level key, such as ``target_version``."""
@@ -295,7 +336,7 @@ class SetupTracker:
     def flush(self) -> None:
         """Write held-back progress now, if there is any."""
         with self._mutex:
-            if not self._pending and not self._pending_steps:
+            if not self._pending and not self._pending_changes:
                 return
             self._last_progress_write = time.monotonic()
         document = self._write(lambda doc: None, timeout=self.lock_timeout)
@@ -315,6 +356,10 @@ class SetupTracker:
 
     # Internals
 
+    def _hold_back(self, change: Change) -> None:
+        with self._mutex:
+            self._pending_changes.append(change)
+
     def _write_now(self, change: Change) -> None:
         timeout = self.lock_timeout * STATUS_TIMEOUT_FACTOR
         document = self._write(change, timeout=timeout)
@@ -327,16 +372,16 @@ class SetupTracker:
     def _write(self, change: Change, *, timeout: float) -> dict[str, Any] | None:
         with self._mutex:
             pending, self._pending = self._pending, {}
-            pending_steps, self._pending_steps = self._pending_steps, []
+            held_back, self._pending_changes = self._pending_changes, []
 
         def mutate(document: dict[str, Any] | None) -> dict[str, Any]:
             if document is None:
                 document = mutations.recovered_document(self._last_document, document)
-            # Held-back events happened before this change: progress belongs
-            # to the step that was running, then that step completed.
+            # Held-back events happened before this change. Progress belongs
+            # to the step that was running, and that step may have completed.
             mutations.apply_pending(document, pending)
-            for phase, description, ended_at in pending_steps:
-                mutations.record_step(document, phase, description, True, 0, ended_at)
+            for held_change in held_back:
+                held_change(document)
             replacement = change(document)
             if replacement is not None:
                 document = replacement
@@ -351,10 +396,11 @@ class SetupTracker:
                 # Keep the held-back events for the next write.
                 for key, value in pending.items():
                     self._pending.setdefault(key, value)
-                self._pending_steps[:0] = pending_steps
+                self._pending_changes[:0] = held_back
             return None
 
         self._last_document = document
+        self._last_write_at = time.monotonic()
         return document
 
     def _start_heartbeat(self) -> None:
@@ -377,11 +423,12 @@ class SetupTracker:
         self._heartbeat_thread = None
 
     def _heartbeat_loop(self, stop: threading.Event) -> None:
-        next_beat = time.monotonic() + HEARTBEAT_INTERVAL
         while not stop.wait(1.0 / MAX_PROGRESS_WRITES_PER_SECOND):
             try:
-                if self._owner and time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+                # Every write of the owner refreshes the heartbeat, so only a
+                # quiet interval needs a write of its own.
+                quiet = time.monotonic() - self._last_write_at
+                if self._owner and quiet >= HEARTBEAT_INTERVAL:
                     self._write(lambda doc: None, timeout=self.lock_timeout)
                 else:
                     self.flush()

@@ -29,7 +29,12 @@ class ProgressSink(Protocol):
 
     def finish_setup(self, status: Any, error_details: str | None = None) -> None: ...
 
-    def start_phase(self, phase: Any, steps_total: int | None = None) -> None: ...
+    def start_phase(
+        self,
+        phase: Any,
+        steps_total: int | None = None,
+        first_step: str | None = None,
+    ) -> None: ...
 
     def complete_phase(self, phase: Any) -> None: ...
 
@@ -51,7 +56,9 @@ class ProgressSink(Protocol):
 
     def record_fallback(self, phase: Any, message: str) -> None: ...
 
-    def set_phase_info(self, phase: Any, key: str, value: Any) -> None: ...
+    def set_phase_info(
+        self, phase: Any, key: str, value: Any, *, defer: bool = False
+    ) -> None: ...
 
 
 class NullSink:

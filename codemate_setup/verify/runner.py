@@ -35,9 +35,10 @@ Step = Callable[[VerifyContext], None]
 
 def _finalize(ctx: VerifyContext) -> None:
     """Step 8: the summary of issues found, fixed and critical."""
-    ctx.sink.set_phase_info(PHASE, "summary", ctx.report.summary())
+    # The phase's end, right after this step, writes both keys.
+    ctx.sink.set_phase_info(PHASE, "summary", ctx.report.summary(), defer=True)
     ctx.sink.set_phase_info(
-        PHASE, "checks", [check.to_dict() for check in ctx.report.checks]
+        PHASE, "checks", [check.to_dict() for check in ctx.report.checks], defer=True
     )
     logger.info("verification summary: %s", ctx.report.summary_line())
 
@@ -90,13 +91,15 @@ def run_verification(
         sink.skip_phase(
             UPDATE_PHASE, "standalone verification; the codebase is not updated"
         )
-    sink.start_phase(PHASE, len(STEPS))
+    first_step = STEPS[0][0]
+    sink.start_phase(PHASE, len(STEPS), first_step=first_step)
 
     try:
         for name, step in STEPS:
             ctx.check_cancelled()
             logger.debug("step: %s", name)
-            sink.begin_step(PHASE, name)
+            if name != first_step:
+                sink.begin_step(PHASE, name)
             step(ctx)
             sink.complete_step(PHASE, name, defer=True)
     except SetupCancelledError as e:
