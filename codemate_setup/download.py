@@ -40,8 +40,9 @@ from codemate_setup.errors import (
     ManifestError,
     SetupCancelledError,
 )
+from codemate_setup.fetch_small import SmallFileFetcher, SmallFileTransport
 from codemate_setup.filestore import VerifiedFile
-from codemate_setup.partial import part_path, sidecar_path
+from codemate_setup.partial import PART_SUFFIX, part_path, sidecar_path
 
 __all__ = [
     "DownloadItem",
@@ -160,7 +161,7 @@ def download_all(
     if run.stopped():
         raise _cancelled(run, len(items))
 
-    plans = _run_parallel(run, items, lambda item: plan_item(run, item), worker_count)
+    plans = _plan_all(run, items, worker_count)
     _count_reused(run, plans)
 
     pending = [plan for plan in plans if not plan.reused]
@@ -173,9 +174,7 @@ def download_all(
         len(plans) - len(pending),
     )
 
-    _run_parallel(
-        run, pending, lambda plan: FileDownload(run, plan).execute(), worker_count
-    )
+    _download_pending(run, pending, worker_count)
     meter.finish()
 
     stats = DownloadStats(
@@ -183,6 +182,78 @@ def download_all(
     )
     logger.info("download finished: %s", stats)
     return stats
+
+
+def _plan_all(
+    run: DownloadRun, items: list[DownloadItem], workers: int
+) -> list[PlannedItem]:
+    """Plan every item, reading each staging folder's names once.
+
+    An item whose destination and part file are both absent has nothing to
+    reuse or resume, so only the others are examined one by one.
+    """
+    plans: list[PlannedItem | None] = [None] * len(items)
+    listings: dict[Path, frozenset[str] | None] = {}
+    examined = []
+    for index, item in enumerate(items):
+        dest = item.dest
+        folder = dest.parent
+        names = listings.get(folder, ())
+        if names == ():
+            names = listings[folder] = _folder_names(folder)
+        name = dest.name
+        if names is not None and name not in names and name + PART_SUFFIX not in names:
+            plans[index] = PlannedItem(item)
+        else:
+            examined.append(index)
+
+    found = _run_parallel(
+        run,
+        [items[index] for index in examined],
+        lambda item: plan_item(run, item),
+        workers,
+    )
+    for index, plan in zip(examined, found, strict=True):
+        plans[index] = plan
+    return plans  # type: ignore[return-value]
+
+
+def _folder_names(folder: Path) -> frozenset[str] | None:
+    """Return the names in ``folder``, empty if it is missing, None if unreadable."""
+    try:
+        return frozenset(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    except OSError as e:
+        logger.debug("cannot list %s, examining its files one by one: %s", folder, e)
+        return None
+
+
+def _download_pending(
+    run: DownloadRun, pending: list[PlannedItem], workers: int
+) -> None:
+    """Download the planned items: small ones on the lean path, others in full."""
+    transport = SmallFileTransport.for_client(run.client)
+    if transport is None:
+        _run_parallel(
+            run, pending, lambda plan: FileDownload(run, plan).execute(), workers
+        )
+        return
+
+    fetcher = SmallFileFetcher(run, transport)
+    run.add_interruptible(transport)
+
+    def download(plan: PlannedItem) -> None:
+        if fetcher.accepts(plan):
+            fetcher.fetch(plan)
+        else:
+            FileDownload(run, plan).execute()
+
+    try:
+        _run_parallel(run, pending, download, workers)
+    finally:
+        transport.close()
+        fetcher.log_summary()
 
 
 def _validate_items(items: list[DownloadItem], max_file_bytes: int) -> None:
