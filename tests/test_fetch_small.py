@@ -359,7 +359,7 @@ def test_small_file_request_is_one_lean_get(stage) -> None:
         fetch_from(server, raw_items(stage, 1))
 
     assert server.requests == [
-        f"GET /f0.py HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"GET /download/v1.0.0/f0.py HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
         f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: identity"
     ]
 
