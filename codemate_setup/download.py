@@ -8,6 +8,11 @@ proves that the part file contains the same expected content. Transient
 failures are retried with exponential backoff. Once its size and sha256
 match, the part file is renamed to ``DEST``. Staged files are not fsynced,
 because the installer fsyncs what it commits.
+
+Small files with a declared size and sha256 take the lean path of
+:mod:`codemate_setup.fetch_small`: one request over the thread's own
+keep-alive connection, the body verified in memory and then written straight
+to ``DEST``. Any other outcome continues on the regular path above.
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ network: ``requests`` and ``urllib3`` prepare, send and parse each request
 with many layers of Python. For a file whose manifest entry declares a size of
 at most :data:`SMALL_FILE_BYTES` and a sha256, :class:`SmallFileFetcher` sends
 the GET itself over the download thread's own connection, reads the head and
-the whole body (its length is known), hashes the body in memory and writes it
-to ``DEST.part``, which it renames to ``DEST``: the same steps and the same
-files as :class:`~codemate_setup.download_file.FileDownload`, with far less
-work per file.
+the whole body (its length is known) and hashes it in memory. Only bytes of
+the declared size and hash are written, straight to ``DEST``: a file cut short
+by a crash during that write fails the hash check of any later use, so no
+``DEST.part`` is needed. The checks are those of
+:class:`~codemate_setup.download_file.FileDownload`, with far less work per
+file.
 
 Only a clean exchange takes this path: a 200 whose ``Content-Length`` is the
 declared size, without ``Content-Encoding``, whose body arrives complete and
@@ -33,6 +35,8 @@ import http.client
 import logging
 import os
 import socket
+import struct
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,8 +50,6 @@ from codemate_setup.client import USER_AGENT
 from codemate_setup.download_file import FileDownload
 from codemate_setup.errors import InstallError
 from codemate_setup.filestore import VerifiedFile
-from codemate_setup.fsutil import replace_with_retry
-from codemate_setup.partial import part_path
 from codemate_setup.redact import redact_url
 
 if TYPE_CHECKING:
@@ -65,6 +67,9 @@ RECV_BYTES = 64 * 1024
 
 # Longest response head accepted, status line and headers together.
 MAX_HEAD_BYTES = 64 * 1024
+
+# Whether socket timeouts are set in the kernel; see _set_timeout.
+_KERNEL_TIMEOUTS = sys.platform == "linux" and struct.calcsize("l") == 8
 
 # Statuses whose response has no body.
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -208,14 +213,17 @@ class _Connection:
         except OSError as e:
             raise requests.exceptions.ConnectionError(e) from e
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(limits.read_timeout)
+        _set_timeout(sock, limits.read_timeout)
         self.sock = sock
         self.buffer.clear()
         self.reused = False
 
     def _send(self, request: bytes) -> None:
         assert self.sock is not None
-        self.sock.sendall(request)
+        try:
+            self.sock.sendall(request)
+        except BlockingIOError as e:
+            raise TimeoutError("timed out") from e
 
     def _read_head(self) -> _Head:
         buffer = self.buffer
@@ -242,8 +250,7 @@ class _Connection:
             http.client.RemoteDisconnected: If the server closed the connection.
             OSError: If the read fails or times out.
         """
-        assert self.sock is not None
-        chunk = self.sock.recv(RECV_BYTES)
+        chunk = self._recv(RECV_BYTES)
         if not chunk:
             raise http.client.RemoteDisconnected(
                 "the server closed the connection without a complete response"
@@ -258,11 +265,20 @@ class _Connection:
         """
         buffer = self.buffer
         if not buffer:
-            assert self.sock is not None
-            return self.sock.recv(min(count, RECV_BYTES))
+            return self._recv(min(count, RECV_BYTES))
         data = bytes(buffer[:count])
         del buffer[:count]
         return data
+
+    def _recv(self, count: int) -> bytes:
+        sock = self.sock
+        if sock is None:
+            raise ConnectionAbortedError("the connection was closed")
+        try:
+            return sock.recv(count)
+        except BlockingIOError as e:
+            # The kernel's receive timeout expired (see _set_timeout).
+            raise TimeoutError("timed out") from e
 
     def finish_response(self, head: _Head, complete: bool) -> None:
         """Keep the connection for the next request, or close it."""
@@ -285,6 +301,24 @@ class _Connection:
         self.reused = False
         if sock is not None:
             sock.close()
+
+
+def _set_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each send and receive on ``sock`` to ``seconds``.
+
+    On Linux the kernel enforces the bound (``SO_RCVTIMEO``, ``SO_SNDTIMEO``)
+    on a blocking socket, which saves the ``poll`` that a Python socket
+    timeout makes before every read and write; an expired bound then raises
+    BlockingIOError. Elsewhere the socket gets a Python timeout.
+    """
+    if not _KERNEL_TIMEOUTS:
+        sock.settimeout(seconds)
+        return
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _request_error(error: BaseException) -> requests.RequestException:
@@ -609,10 +643,11 @@ class SmallFileFetcher:
         run = self.run
         item = planned.item
         dest = item.dest
-        part = part_path(dest)
         try:
             run.make_folder(dest.parent)
-            fd = os.open(part, _WRITE_FLAGS, 0o666)
+            # The bytes are verified, so no part file is needed: a file cut
+            # short by a crash fails the hash check of every later use.
+            fd = os.open(dest, _WRITE_FLAGS, 0o666)
             try:
                 view = memoryview(body)
                 while view:
@@ -620,7 +655,6 @@ class SmallFileFetcher:
                 info = os.fstat(fd)
             finally:
                 os.close(fd)
-            replace_with_retry(part, dest)
         except OSError as e:
             raise InstallError(
                 f"writing the download of {item.path} of release {item.version} to "
