@@ -45,9 +45,13 @@ from codemate_setup.errors import (
     ManifestError,
     SetupCancelledError,
 )
-from codemate_setup.fetch_small import SmallFileFetcher, SmallFileTransport
+from codemate_setup.fetch_small import (
+    SMALL_FILE_WORKERS,
+    SmallFileFetcher,
+    SmallFileTransport,
+)
 from codemate_setup.filestore import VerifiedFile
-from codemate_setup.partial import PART_SUFFIX, part_path, sidecar_path
+from codemate_setup.partial import PART_SUFFIX, SIDECAR_SUFFIX
 
 __all__ = [
     "DownloadItem",
@@ -247,6 +251,8 @@ def _download_pending(
 
     fetcher = SmallFileFetcher(run, transport)
     run.add_interruptible(transport)
+    if all(fetcher.accepts(plan) for plan in pending):
+        workers = min(workers, SMALL_FILE_WORKERS)
 
     def download(plan: PlannedItem) -> None:
         if fetcher.accepts(plan):
@@ -263,19 +269,22 @@ def _download_pending(
 
 def _validate_items(items: list[DownloadItem], max_file_bytes: int) -> None:
     """Reject items whose expected content or staging files are unusable."""
-    staged: dict[Path, DownloadItem] = {}
+    # Keyed by the path as text, in the case the file system compares: this
+    # is the same test as Path equality, much cheaper for thousands of items.
+    staged: dict[str, DownloadItem] = {}
     for item in items:
         _validate_expected(item, max_file_bytes)
-        if item.dest in staged:
+        key = os.path.normcase(item.dest)
+        if key in staged:
             raise ValueError(
                 f"download destinations must be distinct, but {item.dest} is the "
-                f"destination of {staged[item.dest].path} and {item.path}"
+                f"destination of {staged[key].path} and {item.path}"
             )
-        staged[item.dest] = item
+        staged[key] = item
 
-    for item in items:
-        for temporary in (part_path(item.dest), sidecar_path(item.dest)):
-            other = staged.get(temporary)
+    for key, item in staged.items():
+        for suffix in (PART_SUFFIX, SIDECAR_SUFFIX):
+            other = staged.get(key + os.path.normcase(suffix))
             if other is not None:
                 raise ManifestError(
                     f"release files {item.path} and {other.path} cannot be staged "
@@ -364,15 +373,15 @@ def check_disk_space(
     """
     free_of = disk_free or _free_bytes
     needed: dict[int, tuple[Path, int]] = {}
-    devices: dict[Path, tuple[Path, int]] = {}
+    devices: dict[str, tuple[Path, int]] = {}
 
     for plan in plans:
         count = plan.bytes_to_download
         if count == 0:
             continue
-        parent = plan.item.dest.parent
+        parent = os.path.dirname(plan.item.dest)
         if parent not in devices:
-            folder = _existing_folder(parent)
+            folder = _existing_folder(Path(parent))
             devices[parent] = (folder, os.stat(folder).st_dev)
         folder, device = devices[parent]
         previous = needed.get(device, (folder, 0))

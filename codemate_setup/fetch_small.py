@@ -62,6 +62,12 @@ logger = logging.getLogger(__name__)
 # memory once, so this also bounds the memory of each download thread.
 SMALL_FILE_BYTES = 256 * 1024
 
+# Download threads when every file is small. Each file costs little Python
+# but a file creation in the kernel, and the middleware's own threads need
+# the CPU too: more threads than this add GIL hand-offs, not throughput, on
+# a machine of a few cores.
+SMALL_FILE_WORKERS = 4
+
 # Bytes asked of the socket per read.
 RECV_BYTES = 64 * 1024
 

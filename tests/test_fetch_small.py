@@ -392,6 +392,20 @@ def test_chunked_response_goes_through_requests(stage) -> None:
     assert (stage / "f1.py").read_bytes() == b"payload"
 
 
+def test_redirect_to_remote_http_rejected(stage) -> None:
+    redirect = (
+        b"HTTP/1.1 307 Temporary Redirect\r\n"
+        b"Location: http://cdn.example.com/f0.py?sig=s\r\nContent-Length: 0\r\n\r\n"
+    )
+    with (
+        RawServer(lambda request: redirect) as server,
+        pytest.raises(MiddlewareError, match="which is not https"),
+    ):
+        fetch_from(server, raw_items(stage, 1))
+
+    assert len(server.requests) == 1
+
+
 def test_closed_without_response_retried(stage) -> None:
     answers = iter([None, respond(b"payload")])
     with RawServer(lambda request: next(answers)) as server:
