@@ -1,8 +1,8 @@
 """Tests of the small-file transport of download_all (codemate_setup.fetch_small).
 
-The reference middleware injects the usual faults into small files; a raw
-loopback server produces what it cannot: idle connections closed by the
-server, bytes beyond the declared body, chunked bodies.
+The reference middleware injects the usual faults into small files. A raw
+loopback server produces what the middleware cannot: idle connections closed
+by the server, bytes beyond the declared body, chunked bodies.
 """
 
 from __future__ import annotations
@@ -283,10 +283,10 @@ def respond(body: bytes, *, extra: bytes = b"", headers: str = "") -> bytes:
 
 
 class RawServer:
-    """A loopback server answering each request with bytes from ``reply``.
+    """A loopback server that sends the bytes from ``reply`` for each request.
 
     ``reply`` gets the raw request head and returns the bytes to send, or
-    None to close the connection without answering.
+    None to close the connection without a response.
     """
 
     def __init__(self, reply: Callable[[str], bytes | None]) -> None:
