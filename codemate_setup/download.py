@@ -175,15 +175,7 @@ def download_all(
 
     pending = [plan for plan in plans if not plan.reused]
     check_disk_space(pending, client.limits.disk_reserve_bytes, disk_free)
-    logger.info(
-        "downloading %d files (%s bytes) with %d connections, %d already staged",
-        len(pending),
-        sum(plan.bytes_to_download for plan in pending),
-        min(worker_count, max(len(pending), 1)),
-        len(plans) - len(pending),
-    )
-
-    _download_pending(run, pending, worker_count)
+    _download_pending(run, pending, worker_count, reused=len(plans) - len(pending))
     meter.finish()
 
     stats = DownloadStats(
@@ -239,20 +231,28 @@ def _folder_names(folder: Path) -> frozenset[str] | None:
 
 
 def _download_pending(
-    run: DownloadRun, pending: list[PlannedItem], workers: int
+    run: DownloadRun, pending: list[PlannedItem], workers: int, *, reused: int
 ) -> None:
     """Download the planned items: small ones on the lean path, others in full."""
     transport = SmallFileTransport.for_client(run.client)
-    if transport is None:
+    fetcher = SmallFileFetcher(run, transport) if transport is not None else None
+    if fetcher is not None and all(fetcher.accepts(plan) for plan in pending):
+        workers = min(workers, SMALL_FILE_WORKERS)
+    logger.info(
+        "downloading %d files (%s bytes) with %d connections, %d already staged",
+        len(pending),
+        sum(plan.bytes_to_download for plan in pending),
+        min(workers, max(len(pending), 1)),
+        reused,
+    )
+
+    if transport is None or fetcher is None:
         _run_parallel(
             run, pending, lambda plan: FileDownload(run, plan).execute(), workers
         )
         return
 
-    fetcher = SmallFileFetcher(run, transport)
     run.add_interruptible(transport)
-    if all(fetcher.accepts(plan) for plan in pending):
-        workers = min(workers, SMALL_FILE_WORKERS)
 
     def download(plan: PlannedItem) -> None:
         if fetcher.accepts(plan):
