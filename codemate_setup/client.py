@@ -215,6 +215,23 @@ class MiddlewareClient:
             cert=settings["cert"],
         )
 
+    def session_proxies(self) -> dict[str, str]:
+        """Return the proxies that apply to the middleware, from the environment."""
+        return dict(self._environment_settings()["proxies"] or {})
+
+    def netrc_auth(self) -> tuple[str, str] | None:
+        """Return the ``.netrc`` credentials for the middleware host, if any."""
+        return self._netrc_auth()
+
+    def check_redirect(self, response: Any) -> None:
+        """Reject a redirect to plain http on a remote host, as every request does.
+
+        Raises:
+            MiddlewareError: If ``response`` redirects there and
+                ``--allow-insecure-http`` was not given.
+        """
+        self._check_redirect(response)
+
     def _environment_settings(self) -> dict[str, Any]:
         if self._environment is None:
             self._environment = self.session.merge_environment_settings(

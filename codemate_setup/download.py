@@ -8,6 +8,11 @@ proves that the part file contains the same expected content. Transient
 failures are retried with exponential backoff. Once its size and sha256
 match, the part file is renamed to ``DEST``. Staged files are not fsynced,
 because the installer fsyncs what it commits.
+
+Small files with a declared size and sha256 take the lean path of
+:mod:`codemate_setup.fetch_small`: one request over the thread's own
+keep-alive connection, the body verified in memory and then written straight
+to ``DEST``. Any other outcome continues on the regular path above.
 """
 
 from __future__ import annotations
@@ -40,8 +45,13 @@ from codemate_setup.errors import (
     ManifestError,
     SetupCancelledError,
 )
+from codemate_setup.fetch_small import (
+    SMALL_FILE_WORKERS,
+    SmallFileFetcher,
+    SmallFileTransport,
+)
 from codemate_setup.filestore import VerifiedFile
-from codemate_setup.partial import part_path, sidecar_path
+from codemate_setup.partial import PART_SUFFIX, SIDECAR_SUFFIX
 
 __all__ = [
     "DownloadItem",
@@ -160,22 +170,12 @@ def download_all(
     if run.stopped():
         raise _cancelled(run, len(items))
 
-    plans = _run_parallel(run, items, lambda item: plan_item(run, item), worker_count)
+    plans = _plan_all(run, items, worker_count)
     _count_reused(run, plans)
 
     pending = [plan for plan in plans if not plan.reused]
     check_disk_space(pending, client.limits.disk_reserve_bytes, disk_free)
-    logger.info(
-        "downloading %d files (%s bytes) with %d connections, %d already staged",
-        len(pending),
-        sum(plan.bytes_to_download for plan in pending),
-        min(worker_count, max(len(pending), 1)),
-        len(plans) - len(pending),
-    )
-
-    _run_parallel(
-        run, pending, lambda plan: FileDownload(run, plan).execute(), worker_count
-    )
+    _download_pending(run, pending, worker_count, reused=len(plans) - len(pending))
     meter.finish()
 
     stats = DownloadStats(
@@ -185,21 +185,106 @@ def download_all(
     return stats
 
 
+def _plan_all(
+    run: DownloadRun, items: list[DownloadItem], workers: int
+) -> list[PlannedItem]:
+    """Plan every item, reading each staging folder's names once.
+
+    An item whose destination and part file are both absent has nothing to
+    reuse or resume, so only the others are examined one by one.
+    """
+    plans: list[PlannedItem | None] = [None] * len(items)
+    listings: dict[Path, frozenset[str] | None] = {}
+    examined = []
+    for index, item in enumerate(items):
+        dest = item.dest
+        folder = dest.parent
+        names = listings.get(folder, ())
+        if names == ():
+            names = listings[folder] = _folder_names(folder)
+        name = dest.name
+        if names is not None and name not in names and name + PART_SUFFIX not in names:
+            plans[index] = PlannedItem(item)
+        else:
+            examined.append(index)
+
+    found = _run_parallel(
+        run,
+        [items[index] for index in examined],
+        lambda item: plan_item(run, item),
+        workers,
+    )
+    for index, plan in zip(examined, found, strict=True):
+        plans[index] = plan
+    return plans  # type: ignore[return-value]
+
+
+def _folder_names(folder: Path) -> frozenset[str] | None:
+    """Return the names in ``folder``, empty if it is missing, None if unreadable."""
+    try:
+        return frozenset(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    except OSError as e:
+        logger.debug("cannot list %s, examining its files one by one: %s", folder, e)
+        return None
+
+
+def _download_pending(
+    run: DownloadRun, pending: list[PlannedItem], workers: int, *, reused: int
+) -> None:
+    """Download the planned items: small ones on the lean path, others in full."""
+    transport = SmallFileTransport.for_client(run.client)
+    fetcher = SmallFileFetcher(run, transport) if transport is not None else None
+    if fetcher is not None and all(fetcher.accepts(plan) for plan in pending):
+        workers = min(workers, SMALL_FILE_WORKERS)
+    logger.info(
+        "downloading %d files (%s bytes) with %d connections, %d already staged",
+        len(pending),
+        sum(plan.bytes_to_download for plan in pending),
+        min(workers, max(len(pending), 1)),
+        reused,
+    )
+
+    if transport is None or fetcher is None:
+        _run_parallel(
+            run, pending, lambda plan: FileDownload(run, plan).execute(), workers
+        )
+        return
+
+    run.add_interruptible(transport)
+
+    def download(plan: PlannedItem) -> None:
+        if fetcher.accepts(plan):
+            fetcher.fetch(plan)
+        else:
+            FileDownload(run, plan).execute()
+
+    try:
+        _run_parallel(run, pending, download, workers)
+    finally:
+        transport.close()
+        fetcher.log_summary()
+
+
 def _validate_items(items: list[DownloadItem], max_file_bytes: int) -> None:
     """Reject items whose expected content or staging files are unusable."""
-    staged: dict[Path, DownloadItem] = {}
+    # Keyed by the path as text, in the case the file system compares: this
+    # is the same test as Path equality, much cheaper for thousands of items.
+    staged: dict[str, DownloadItem] = {}
     for item in items:
         _validate_expected(item, max_file_bytes)
-        if item.dest in staged:
+        key = os.path.normcase(item.dest)
+        if key in staged:
             raise ValueError(
                 f"download destinations must be distinct, but {item.dest} is the "
-                f"destination of {staged[item.dest].path} and {item.path}"
+                f"destination of {staged[key].path} and {item.path}"
             )
-        staged[item.dest] = item
+        staged[key] = item
 
-    for item in items:
-        for temporary in (part_path(item.dest), sidecar_path(item.dest)):
-            other = staged.get(temporary)
+    for key, item in staged.items():
+        for suffix in (PART_SUFFIX, SIDECAR_SUFFIX):
+            other = staged.get(key + os.path.normcase(suffix))
             if other is not None:
                 raise ManifestError(
                     f"release files {item.path} and {other.path} cannot be staged "
@@ -288,15 +373,15 @@ def check_disk_space(
     """
     free_of = disk_free or _free_bytes
     needed: dict[int, tuple[Path, int]] = {}
-    devices: dict[Path, tuple[Path, int]] = {}
+    devices: dict[str, tuple[Path, int]] = {}
 
     for plan in plans:
         count = plan.bytes_to_download
         if count == 0:
             continue
-        parent = plan.item.dest.parent
+        parent = os.path.dirname(plan.item.dest)
         if parent not in devices:
-            folder = _existing_folder(parent)
+            folder = _existing_folder(Path(parent))
             devices[parent] = (folder, os.stat(folder).st_dev)
         folder, device = devices[parent]
         previous = needed.get(device, (folder, 0))

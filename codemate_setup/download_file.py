@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-from collections.abc import Callable
-from typing import BinaryIO
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
 
 import requests
 import urllib3.exceptions
@@ -95,8 +95,16 @@ class _PartFile:
 class FileDownload:
     """Download one item into its part file, verify it, and move it into place."""
 
-    def __init__(self, run: DownloadRun, planned: PlannedItem) -> None:
+    def __init__(
+        self,
+        run: DownloadRun,
+        planned: PlannedItem,
+        open_stream: Callable[[str, Mapping[str, str]], Any] | None = None,
+    ) -> None:
         self.run = run
+        # Sends each request; the client's pooled session unless another
+        # transport is given, such as the one of codemate_setup.fetch_small.
+        self.open_stream = open_stream or run.client.open_stream
         self.item = planned.item
         self.resume_bytes = planned.part_bytes
         self.url = run.client.download_url(self.item.version, self.item.path)
@@ -274,7 +282,7 @@ class FileDownload:
         client = self.run.client
         logger.debug("GET %s %s", redact_url(self.url), headers.get("Range", ""))
         try:
-            response = client.open_stream(self.url, headers)
+            response = self.open_stream(self.url, headers)
         except requests.RequestException as e:
             self.run.raise_if_stopped()
             if not is_retryable_exception(e):

@@ -119,6 +119,14 @@ class ProgressMeter:
                 self._bytes_transferred += count
         self._maybe_emit()
 
+    def add_file_bytes(self, count: int) -> None:
+        """Count one more file downloaded whole, with its ``count`` bytes."""
+        with self._lock:
+            self._bytes_done += count
+            self._bytes_transferred += count
+            self._files_done += 1
+        self._maybe_emit()
+
     def add_file(self) -> None:
         """Count one more file downloaded or reused."""
         with self._lock:

@@ -85,6 +85,7 @@ class DownloadRun:
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._responses: set[requests.Response] = set()
+        self._interruptibles: list[Any] = []
         self._buffers = threading.local()
         self._folders: set[Path] = set()
         self.first_error: BaseException | None = None
@@ -107,6 +108,18 @@ class DownloadRun:
             return
         with self._lock:
             self.verified[path] = verified
+
+    def add_verified(self, path: Path, verified: VerifiedFile) -> None:
+        """Remember the hash of a staged file whose identity is already known."""
+        with self._lock:
+            self.verified[path] = verified
+
+    def count_download(self, size: int) -> None:
+        """Count one file downloaded whole in one response of ``size`` bytes."""
+        with self._lock:
+            counts = self.counts
+            counts["files_downloaded"] += 1
+            counts["bytes_downloaded"] += size
 
     def count(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to one of the statistics counters."""
@@ -169,14 +182,22 @@ class DownloadRun:
             with self._lock:
                 self._responses.discard(response)
 
+    def add_interruptible(self, target: Any) -> None:
+        """Register an object whose ``interrupt()`` :meth:`halt` calls."""
+        with self._lock:
+            self._interruptibles.append(target)
+
     # NOTE: a request still waiting for its response headers cannot be
     # interrupted, so it ends only at the connect or read timeout of Limits.
     def interrupt_responses(self) -> None:
         """Shut down the sockets of the responses being read, waking their readers."""
         with self._lock:
             responses = list(self._responses)
+            interruptibles = list(self._interruptibles)
         for response in responses:
             shutdown_response_socket(response)
+        for target in interruptibles:
+            target.interrupt()
 
 
 def shutdown_response_socket(response: requests.Response) -> None:

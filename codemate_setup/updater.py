@@ -80,6 +80,10 @@ UPDATE_STEPS = (
 
 # Threads that hash staged files; hashlib releases the GIL on large reads.
 VERIFY_WORKERS = 4
+
+# Files checked by their recorded hash between two progress reports of step 6.
+VERIFY_REPORT_EVERY = 100
+
 _HAS_POSIX_MODES = os.name != "nt"
 
 # Asks a yes/no question. It returns None when no terminal is attached to answer.
@@ -499,10 +503,22 @@ class _Update:
                 self.verified.get(staged[path]),
             )
 
-        with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
-            for done, (path, digest) in enumerate(pool.map(check, staged), start=1):
-                hashes[path] = digest
+        # A file whose hash the download recorded needs one lstat, which is
+        # cheaper than handing it to a thread; the others are read and hashed.
+        recorded = [path for path in staged if staged[path] in self.verified]
+        to_hash = [path for path in staged if staged[path] not in self.verified]
+        done = 0
+        for path in recorded:
+            hashes[path] = check(path)[1]
+            done += 1
+            if done % VERIFY_REPORT_EVERY == 0:
                 self.reporter.items(done, total)
+        with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
+            for path, digest in pool.map(check, to_hash):
+                hashes[path] = digest
+                done += 1
+                self.reporter.items(done, total)
+        self.reporter.items(done, total)
         self._check_cancel()
         return hashes
 

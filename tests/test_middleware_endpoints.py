@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -251,6 +253,34 @@ def test_release_published_while_serving(tmp_path, make_tree, start_middleware):
 
     assert get(handle, "/manifest/v1.0.0").status_code == 200
     assert get(handle, "/health").json()["releases"] == 1
+
+
+def test_release_published_after_listing_kept(tmp_path, make_tree, start_middleware):
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    # An old modification time lets the server keep its listing of the folder.
+    os.utime(releases, (1_000_000_000, 1_000_000_000))
+    handle = start_middleware(releases)
+    assert get(handle, "/health").json()["releases"] == 0
+
+    publish_release(
+        make_tree(tmp_path / "src", {"a.txt": "a"}), "1.0.0", releases, durable=False
+    )
+
+    assert get(handle, "/manifest/v1.0.0").status_code == 200
+
+
+def test_release_removed_after_listing_kept(tmp_path, make_tree, start_middleware):
+    releases = tmp_path / "releases"
+    tree = make_tree(tmp_path / "src", {"a.txt": "a"})
+    publish_release(tree, "1.0.0", releases, durable=False)
+    os.utime(releases, (1_000_000_000, 1_000_000_000))
+    handle = start_middleware(releases)
+    assert get(handle, "/manifest/v1.0.0").status_code == 200
+
+    shutil.rmtree(releases / "1.0.0")
+
+    assert get(handle, "/manifest/v1.0.0").status_code == 404
 
 
 def test_damaged_release_gets_500(example_releases, start_middleware):

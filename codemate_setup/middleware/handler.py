@@ -7,6 +7,7 @@ objects ``{"status": 404, "error": "..."}``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -107,6 +108,10 @@ class MiddlewareHandler(BaseHTTPRequestHandler):
             send_body=getattr(self, "command", None) != "HEAD",
         )
         self._log_request()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """Format the ``Date`` header, formatting each second only once."""
+        return _http_date(int(time.time() if timestamp is None else timestamp))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Do nothing: one line per request is logged once the body is sent."""
@@ -275,7 +280,7 @@ class MiddlewareHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(plan.declared_length))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", opened.etag)
-        self.send_header("Last-Modified", formatdate(opened.mtime, usegmt=True))
+        self.send_header("Last-Modified", _http_date(int(opened.mtime)))
         if plan.close_after:
             self.close_connection = True
         self.end_headers()
@@ -341,7 +346,7 @@ class MiddlewareHandler(BaseHTTPRequestHandler):
 
     def _log_request(self) -> None:
         record = self._entry
-        if record is None:
+        if record is None or not logger.isEnabledFor(logging.INFO):
             return
         logger.info(
             "%s %s %s %d %d bytes%s",
@@ -352,6 +357,11 @@ class MiddlewareHandler(BaseHTTPRequestHandler):
             record.bytes_sent,
             f" range={_printable(record.range_header)}" if record.range_header else "",
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date(seconds: int) -> str:
+    return formatdate(seconds, usegmt=True)
 
 
 def _next_chunk_size(plan: BodyPlan, sent: int) -> int:

@@ -1,8 +1,8 @@
 """Read access to a folder of published releases.
 
-The folder is read again on every request, so releases published while the
-server runs are served at once. Parsed JSON documents are cached until their
-file changes.
+The list of release folders is read again whenever the releases folder
+changes, so releases published while the server runs are served at once.
+Parsed JSON documents are cached until their file changes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path, PurePosixPath
@@ -44,6 +45,11 @@ _LIST_KEYS = ("files_add", "files_edit", "files_delete")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | _NOFOLLOW
 _FILE_FLAGS |= getattr(os, "O_NONBLOCK", 0)
+# Seconds after a change of the releases folder during which its listing is
+# read again on every request: a second change within the same tick of the
+# file system's clock would leave the modification time as it was.
+RACY_SECONDS = 2.0
+
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 
 
@@ -65,6 +71,7 @@ class ReleaseStore:
         self.legacy = legacy
         self._cache: dict[Path, tuple[tuple[int, int], Any]] = {}
         self._cache_lock = threading.Lock()
+        self._dirs_cache: tuple[tuple[int, int, int], dict[Version, Path]] | None = None
 
     def health(self) -> dict[str, Any]:
         """Return the health document, with the number of releases served."""
@@ -148,6 +155,29 @@ class ReleaseStore:
         )
 
     def _release_dirs(self) -> dict[Version, Path]:
+        """Return the release folders by version, listed again when the folder changed.
+
+        Adding, removing or renaming a release folder changes the modification
+        time of the releases folder, so the listing is kept while it stays the
+        same. A listing taken within :data:`RACY_SECONDS` of that time is not
+        kept, because a second change in the same clock tick would keep it.
+        """
+        try:
+            info = os.stat(self.root)
+        except OSError:
+            return self._scan_release_dirs()
+
+        key = (info.st_dev, info.st_ino, info.st_mtime_ns)
+        cached = self._dirs_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+
+        found = self._scan_release_dirs()
+        if time.time_ns() - info.st_mtime_ns > RACY_SECONDS * 1e9:
+            self._dirs_cache = (key, found)
+        return found
+
+    def _scan_release_dirs(self) -> dict[Version, Path]:
         try:
             entries = list(os.scandir(self.root))
         except OSError as e:
