@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from operator import itemgetter
@@ -270,6 +270,32 @@ class InstallView:
             result = self._describe(path, target, info)
 
         self._states[path] = result
+        return result
+
+    def states(self, paths: Sequence[str]) -> list[FileState]:
+        """Return what each path is, as :meth:`state` does, for many at once.
+
+        The paths are checked together, and each costs an lstat and little
+        more, unless its file must be hashed.
+
+        Raises:
+            ManifestError: If a path is unsafe or resolves outside the
+                install folder.
+            InstallError: If a file cannot be read.
+        """
+        states = self._states
+        result = []
+        for path, target in zip(paths, self._inside.join_all(paths), strict=True):
+            found = states.get(path)
+            if found is None:
+                try:
+                    info = os.lstat(target)
+                except (FileNotFoundError, NotADirectoryError):
+                    found = FileState(PathKind.MISSING)
+                else:
+                    found = self._describe(path, target, info)
+                states[path] = found
+            result.append(found)
         return result
 
     def kind(self, path: str) -> PathKind:

@@ -202,10 +202,34 @@ class ReleaseRoot:
             ManifestError: If the path is unsafe or resolves outside the root.
         """
         validate_release_path(release_path)
-        folder = release_path.rpartition("/")[0]
-        if folder not in self._proven:
-            resolve_inside(self.root, release_path, realpaths=self._realpaths)
-            self._proven.add(folder)
+        return self._join_valid(release_path)
+
+    def join_all(self, release_paths: Sequence[str]) -> list[str]:
+        """Join many release paths, as :meth:`join` joins each one.
+
+        The paths are validated together, as :func:`validate_release_paths`
+        does.
+
+        Raises:
+            ManifestError: For the first path that is unsafe or resolves
+                outside the root.
+        """
+        validate_release_paths(release_paths)
+        proven = self._proven
+        for path in release_paths:
+            if path.rpartition("/")[0] not in proven:
+                self._prove(path)
+        if os.sep != "/":
+            return [self._prefix + p.replace("/", os.sep) for p in release_paths]
+        return [self._prefix + path for path in release_paths]
+
+    def _join_valid(self, release_path: str) -> str:
+        if release_path.rpartition("/")[0] not in self._proven:
+            self._prove(release_path)
         if os.sep != "/":
             release_path = release_path.replace("/", os.sep)
         return self._prefix + release_path
+
+    def _prove(self, release_path: str) -> None:
+        resolve_inside(self.root, release_path, realpaths=self._realpaths)
+        self._proven.add(release_path.rpartition("/")[0])

@@ -49,6 +49,10 @@ class DiskView(Protocol):
         """Return what ``path`` is, with its hash when it is a file."""
         ...
 
+    def states(self, paths: Sequence[str]) -> list[FileState]:
+        """Return what each path is, as ``state`` does."""
+        ...
+
     def kind(self, path: str) -> PathKind:
         """Return what ``path`` is, without reading it."""
         ...
@@ -375,8 +379,9 @@ def build_plan(
 
     downloads: list[TargetFile] = []
     kept: dict[str, FileState] = {}
-    for path, wanted in sorted(target.files.items()):
-        state = view.state(path)
+    paths = sorted(target.files)
+    for path, state in zip(paths, view.states(paths), strict=True):
+        wanted = target.files[path]
         if _matches(state, wanted):
             kept[path] = state
             if compare_modes and wanted.mode is not None and state.mode != wanted.mode:

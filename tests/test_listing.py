@@ -64,7 +64,12 @@ def test_listing_is_saved_as_compact_format_2(tmp_path: Path) -> None:
     assert "\n" not in text.rstrip("\n")
     assert document["format"] == LISTING_FORMAT == 2
     assert document["fields"] == ["sha256", "size", "mode", "mtime_ns"]
-    assert document["files"]["bin/run.sh"] == [HASH_B, 0, 0o755, 1_700_000_000_000_000_001]
+    assert document["files"]["bin/run.sh"] == [
+        HASH_B,
+        0,
+        0o755,
+        1_700_000_000_000_000_001,
+    ]
 
 
 def test_listing_round_trips_through_the_file(tmp_path: Path) -> None:

@@ -321,7 +321,9 @@ def test_manifest_reports_first_invalid_entry_in_listing_order() -> None:
         pytest.param("main.py", id="string"),
         pytest.param({"path": "x.py", "sha256": HASH_A}, id="no-size"),
         pytest.param({"path": "x.py", "size": 1}, id="no-hash"),
-        pytest.param({"path": "x.py", "sha256": HASH_A, "size": 1, "mode": []}, id="mode-list"),
+        pytest.param(
+            {"path": "x.py", "sha256": HASH_A, "size": 1, "mode": []}, id="mode-list"
+        ),
     ],
 )
 def test_manifest_rejects_malformed_listing_entry(entry: object) -> None:

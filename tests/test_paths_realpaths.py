@@ -82,7 +82,16 @@ UNSAFE_PATHS = [
     "a\x7fb.py",
     "x" * 1025,
 ]
-SAFE_PATHS = ["a.py", "...", "..a", "a..", ".env", "pkg/.hidden/a.py", "ab:c", "x" * 1024]
+SAFE_PATHS = [
+    "a.py",
+    "...",
+    "..a",
+    "a..",
+    ".env",
+    "pkg/.hidden/a.py",
+    "ab:c",
+    "x" * 1024,
+]
 
 
 @pytest.mark.parametrize("path", UNSAFE_PATHS)
@@ -156,3 +165,33 @@ def test_release_root_validates_each_path(tmp_path: Path, path: str) -> None:
 
     with pytest.raises(ManifestError, match="unsafe manifest path"):
         root.join(path)
+
+
+def test_release_root_joins_many_like_one_at_a_time(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    paths = ["top.py", "pkg/a.py", "pkg/sub/b.py", "pkg/c.py"]
+
+    assert ReleaseRoot(tmp_path).join_all(paths) == [
+        ReleaseRoot(tmp_path).join(path) for path in paths
+    ]
+
+
+def test_release_root_join_all_names_first_path_through_link_out(
+    tmp_path: Path,
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (tmp_path / "outside").mkdir()
+    (app / "pkg").symlink_to(tmp_path / "outside")
+
+    with pytest.raises(ManifestError) as caught:
+        ReleaseRoot(app).join_all(["a.py", "pkg/first.py", "pkg/second.py"])
+
+    assert "'pkg/first.py': it resolves outside" in str(caught.value)
+
+
+def test_release_root_join_all_names_first_unsafe_path(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError) as caught:
+        ReleaseRoot(tmp_path).join_all(["a.py", "b/../../x.py", "/etc/passwd"])
+
+    assert "'b/../../x.py'" in str(caught.value)
