@@ -209,12 +209,19 @@ class _Update:
         self.change = ChangeKind.INSTALL
         self.downloads: dict[str, TargetFile] = {}
         self.verified: dict[Path, VerifiedFile] = {}
+        self.collector = _CollectorPause()
         self.result = UpdateResult(action="", from_version=None, to_version=str(target))
 
     def run(self) -> UpdateResult:
         """Run the ten steps and return the result."""
+        try:
+            return self._run_steps()
+        finally:
+            self.collector.end()
+
+    def _run_steps(self) -> UpdateResult:
         step = self.reporter.step
-        with _collector_paused(), step(1):
+        with self.collector.paused(), step(1):
             self._initialize()
 
         client = MiddlewareClient(
@@ -225,7 +232,7 @@ class _Update:
             cancel=self.cancel,
         )
         with client:
-            with _collector_paused():
+            with self.collector.paused():
                 with step(2):
                     versions = self._retrieve_releases(client)
                 with step(3):
@@ -542,7 +549,7 @@ class _Update:
                     ),
                     self.cancel,
                 )
-            with step(9), _collector_paused():
+            with step(9), self.collector.paused():
                 listing = self._new_listing(state, plan, hashes)
                 transaction.commit(
                     listing=listing,
@@ -631,23 +638,38 @@ class _Update:
             )
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector during work on per-file records.
+class _CollectorPause:
+    """Keeps the cyclic garbage collector off the per-file records of an update.
 
     Comparing a large installation builds hundreds of thousands of small
     objects without reference cycles, which reference counting frees. The
-    collector would walk all of them again at each full collection, which
-    cost a large share of the comparison.
+    collector would walk all of them at each full collection, a large share
+    of the comparison. It is paused while they are built, and what exists at
+    the end of a pause is frozen (``gc.freeze``), so that later collections
+    skip it too, until :meth:`end`. Nothing changes when the collector is
+    off, or when the caller froze objects of its own.
     """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+
+    def __init__(self) -> None:
+        self._active = gc.isenabled() and gc.get_freeze_count() == 0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Pause the collector for the ``with`` block."""
+        if not self._active:
+            yield
+            return
+        gc.disable()
+        try:
+            yield
+        finally:
+            gc.freeze()
+            gc.enable()
+
+    def end(self) -> None:
+        """Hand the frozen objects back to the collector."""
+        if self._active:
+            gc.unfreeze()
 
 
 def _action(change: ChangeKind) -> str:

@@ -257,7 +257,8 @@ def test_update_same_version_repairs(
 def test_update_leaves_garbage_collector_as_found(
     home: Path, server: MiddlewareHandle, enabled: bool
 ):
-    # The comparison pauses the cyclic collector; it must come back as it was.
+    # The comparison pauses the cyclic collector and freezes what it built;
+    # the collector must come back as it was, with nothing left frozen.
     if not enabled:
         gc.disable()
     try:
@@ -265,8 +266,22 @@ def test_update_leaves_garbage_collector_as_found(
         update_in_process(home, server.url, "1.1.0")
 
         assert gc.isenabled() is enabled
+        assert gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+def test_update_keeps_objects_the_caller_froze(home: Path, server: MiddlewareHandle):
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        update_in_process(home, server.url, "1.0.0")
+
+        # Neither unfrozen nor joined by the update's records; some of the
+        # frozen objects may have been freed meanwhile.
+        assert 0 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_same_version_repairs_file_touched_with_same_size(
