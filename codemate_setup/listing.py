@@ -260,17 +260,7 @@ class InstallView:
         cached = self._states.get(path)
         if cached is not None:
             return cached
-
-        target = self._inside.join(path)
-        try:
-            info = os.lstat(target)
-        except (FileNotFoundError, NotADirectoryError):
-            result = FileState(PathKind.MISSING)
-        else:
-            result = self._describe(path, target, info)
-
-        self._states[path] = result
-        return result
+        return self.states([path])[0]
 
     def states(self, paths: Sequence[str]) -> list[FileState]:
         """Return what each path is, as :meth:`state` does, for many at once.

@@ -201,8 +201,7 @@ class ReleaseRoot:
         Raises:
             ManifestError: If the path is unsafe or resolves outside the root.
         """
-        validate_release_path(release_path)
-        return self._join_valid(release_path)
+        return self.join_all([release_path])[0]
 
     def join_all(self, release_paths: Sequence[str]) -> list[str]:
         """Join many release paths, as :meth:`join` joins each one.
@@ -217,19 +216,10 @@ class ReleaseRoot:
         validate_release_paths(release_paths)
         proven = self._proven
         for path in release_paths:
-            if path.rpartition("/")[0] not in proven:
-                self._prove(path)
+            folder = path.rpartition("/")[0]
+            if folder not in proven:
+                resolve_inside(self.root, path, realpaths=self._realpaths)
+                proven.add(folder)
         if os.sep != "/":
             return [self._prefix + p.replace("/", os.sep) for p in release_paths]
         return [self._prefix + path for path in release_paths]
-
-    def _join_valid(self, release_path: str) -> str:
-        if release_path.rpartition("/")[0] not in self._proven:
-            self._prove(release_path)
-        if os.sep != "/":
-            release_path = release_path.replace("/", os.sep)
-        return self._prefix + release_path
-
-    def _prove(self, release_path: str) -> None:
-        resolve_inside(self.root, release_path, realpaths=self._realpaths)
-        self._proven.add(release_path.rpartition("/")[0])
