@@ -5,8 +5,8 @@ size, mode and ``mtime_ns`` seen when the file was installed. A file whose
 size and modification time still match is trusted without reading it, so
 comparing an installation with a release reads only the files that moved.
 
-On disk, compact JSON with one array per file, in the order of ``fields``;
-the mode is the number of the permission bits (420 is 0644)::
+On disk, compact JSON with one array per file, in the order of ``fields``.
+The mode is the number of the permission bits (420 is 0644)::
 
     {"format": 2, "version": "3.0.0", "entry_point": "initiate.py",
      "requirements": "requirements.txt",
@@ -45,9 +45,9 @@ LISTING_FORMAT = 2
 class InstalledFile(NamedTuple):
     """Record of one installed file in the listing.
 
-    A named tuple, not a dataclass: a listing holds one per installed file,
-    and an update builds tens of thousands of them. It is stored as a JSON
-    array of its fields.
+    A named tuple, not a dataclass, because a listing has one per installed
+    file and an update builds tens of thousands of them. It is stored as a
+    JSON array of its fields.
     """
 
     sha256: str
@@ -86,7 +86,7 @@ class InstalledListing:
 def listing_from_document(document: object) -> InstalledListing:
     """Build a listing from its stored JSON document, of format 1 or 2.
 
-    The checks run a field at a time over all files, since a listing holds
+    The checks run a field at a time over all files, because a listing has
     an entry per installed file.
 
     Raises:
@@ -174,9 +174,9 @@ def load_listing(path: Path) -> InstalledListing | None:
 def save_listing(path: Path, listing: InstalledListing) -> None:
     """Write an installed listing atomically, as compact JSON.
 
-    Compact, because the listing holds an entry per installed file and is
-    written by every update: the standard library encodes indented JSON in
-    Python, and compact JSON in C, several times faster.
+    The listing has an entry per installed file and every update writes it.
+    The standard library encodes compact JSON in C, several times faster than
+    indented JSON, which it encodes in Python.
     """
     atomic_write_json(path, listing.to_document(), compact=True)
 

@@ -42,8 +42,8 @@ _ENTRY_MODE = methodcaller("get", "mode")
 class ManifestEntry(NamedTuple):
     """One file of a release: its path and what the manifest declares about it.
 
-    A named tuple rather than a dataclass: a full manifest holds one per file
-    of the release, and named tuples are built several times faster.
+    A named tuple rather than a dataclass, because a full manifest has one per
+    file of the release and named tuples are built several times faster.
     """
 
     path: str
@@ -359,7 +359,7 @@ def check_layout(paths: Iterable[str]) -> None:
 def all_folders(paths: Iterable[str]) -> set[str]:
     """Return every folder above any of the release paths.
 
-    Each distinct folder is split once, however many files it holds.
+    Each distinct folder is split once, however many files it contains.
     """
     folders: set[str] = set()
     for parent in {path.rpartition("/")[0] for path in paths}:

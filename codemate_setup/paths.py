@@ -19,12 +19,12 @@ MAX_PATH_LENGTH = 1024
 _DRIVE_PREFIX = re.compile(r"^[A-Za-z]:")
 # NUL and the other C0 control characters, and DEL.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
-# Every rule of ``_path_problem`` as one pattern, to accept a good path in one
-# match: parts without a slash, backslash or control character, none of them
-# "." or "..", and no drive letter in front. A path it does not match goes
-# through the rules one by one, which name the rule it breaks. A part also
-# ends at a line break, so that the second pattern checks paths joined by line
-# breaks, which no safe path contains.
+# Every rule of ``_path_problem`` as one pattern, so a safe path is accepted in
+# one match: parts without a slash, backslash or control character, none of
+# them "." or "..", and no drive letter in front. A path it does not match goes
+# through the rules one by one, which name the rule it breaks. A part also ends
+# at a line break, so the second pattern checks paths joined by line breaks.
+# No safe path contains one.
 _PART = r"(?!\.\.?(?:/|\n|\Z))[^/\\\x00-\x1f\x7f]+"
 _PATH = rf"(?![A-Za-z]:){_PART}(?:/{_PART})*"
 _SAFE_PATH = re.compile(_PATH)
@@ -68,7 +68,7 @@ def validate_release_paths(paths: Sequence[object]) -> None:
     """Check many paths as :func:`validate_release_path` checks each one.
 
     All of them are matched at once, which costs a fraction of a check per
-    path; only when that fails are they checked one by one, for the message.
+    path. Only when that fails are they checked one by one, for the message.
 
     Args:
         paths: The values taken from a manifest or a listing.
@@ -86,8 +86,9 @@ def validate_release_paths(paths: Sequence[object]) -> None:
 def release_paths_are_safe(paths: Sequence[object]) -> bool:
     """Tell whether every path passes :func:`validate_release_path`.
 
-    One pattern match over all the paths joined by line breaks; a path with a
-    line break of its own would add a line, so the count of lines is checked.
+    It runs one pattern match over all the paths joined by line breaks. A
+    path with a line break of its own would add a line, so the count of lines
+    is checked too.
     """
     try:
         joined = "\n".join(paths)
@@ -176,10 +177,10 @@ def _realpath(folder: Path, cache: dict[Path, Path] | None) -> Path:
 class ReleaseRoot:
     """A folder that many release paths are joined to while its tree stays put.
 
-    The proof of :func:`resolve_inside` depends only on the folder that holds
-    a path, so it runs once per folder and is kept for the object's life; each
-    later path in a proven folder costs a validation and a string join. Use it
-    while the tree does not change, as a planner does.
+    The proof of :func:`resolve_inside` depends only on the folder that
+    contains a path, so it runs once per folder and is kept for the object's
+    life. Each later path in a proven folder costs a validation and a string
+    join. Use it while the tree does not change, as a planner does.
 
     Args:
         root: The folder the paths are relative to; it may not exist yet.

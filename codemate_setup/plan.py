@@ -85,8 +85,8 @@ class Op:
 class TargetFile(NamedTuple):
     """A file the target version contains and the release to fetch it from.
 
-    A named tuple, like :class:`~codemate_setup.manifest.ManifestEntry`: the
-    target state holds one per file of the release.
+    A named tuple, like :class:`~codemate_setup.manifest.ManifestEntry`,
+    because the target state has one per file of the release.
     """
 
     path: str
@@ -226,7 +226,7 @@ def fold_manifests(
 
     last = chain[-1]
     try:
-        # The parser checked the layout of a full listing; only files that
+        # The parser checked the layout of a full listing. Only files that
         # incremental lists added to or kept from earlier ones need it here.
         if not last.is_full:
             check_layout(files)

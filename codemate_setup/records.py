@@ -14,6 +14,6 @@ def make_records(cls: type[Record], rows: Iterable[Iterable[Any]]) -> Iterator[R
 
     ``tuple.__new__`` builds each one in C, without the Python-level call of
     ``_make``, several times faster. Each row must have one value per field of
-    ``cls``; that is not checked.
+    ``cls``, which is not checked.
     """
     return map(tuple.__new__, repeat(cls), rows)

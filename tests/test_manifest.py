@@ -287,8 +287,8 @@ def test_check_layout_accepts_siblings() -> None:
 
 
 def test_manifest_large_listing_is_parsed_like_small_one() -> None:
-    # A listing in which every entry is valid is checked a field at a time;
-    # the entries must come out as the per-entry checks make them.
+    # A listing in which every entry is valid is checked a field at a time.
+    # The entries must come out as the per-entry checks make them.
     files = [
         {"path": f"pkg{i % 7}/m{i}.py", "sha256": f"{i:064X}", "size": i, "mode": "644"}
         for i in range(500)
@@ -333,7 +333,7 @@ def test_manifest_rejects_malformed_listing_entry(entry: object) -> None:
     assert "files[2]" in str(caught.value)
 
 
-def test_check_layout_names_the_folder_and_a_file_in_it() -> None:
+def test_check_layout_names_folder_and_file() -> None:
     with pytest.raises(ValueError) as caught:
         check_layout(["a/b.py", "a", "c/d/e.py", "c/d"])
 

@@ -61,8 +61,8 @@ def test_release_path_accepts_printable_character(character: str) -> None:
     assert validate_release_path(f"pkg/a{character}b.py") == f"pkg/a{character}b.py"
 
 
-# Paths that the rules of validate_release_path take apart, each next to a safe
-# one: the pattern that accepts a safe path in one match must refuse them all.
+# Paths that break one rule of validate_release_path each. The pattern that
+# accepts a safe path in one match must reject every one of them.
 UNSAFE_PATHS = [
     "",
     "/abs.py",
@@ -95,23 +95,23 @@ SAFE_PATHS = [
 
 
 @pytest.mark.parametrize("path", UNSAFE_PATHS)
-def test_release_path_rule_breakers_are_rejected_one_by_one(path: str) -> None:
+def test_release_path_rejects_each_rule_breaker(path: str) -> None:
     with pytest.raises(ManifestError, match="unsafe manifest path"):
         validate_release_path(path)
 
 
 @pytest.mark.parametrize("path", SAFE_PATHS)
-def test_release_path_unusual_but_safe_names_are_accepted(path: str) -> None:
+def test_release_path_accepts_unusual_safe_names(path: str) -> None:
     assert validate_release_path(path) == path
     assert release_paths_are_safe([path])
 
 
 @pytest.mark.parametrize("path", UNSAFE_PATHS)
-def test_release_paths_checked_together_refuse_each_rule_breaker(path: str) -> None:
+def test_release_paths_together_reject_rule_breaker(path: str) -> None:
     assert not release_paths_are_safe(["pkg/a.py", path, "b.py"])
 
 
-def test_release_paths_line_break_cannot_split_into_safe_paths() -> None:
+def test_release_paths_line_break_rejected() -> None:
     # Joined by line breaks, "a.py\nb.py" would read as two safe paths.
     assert not release_paths_are_safe(["a.py\nb.py"])
 
@@ -119,14 +119,14 @@ def test_release_paths_line_break_cannot_split_into_safe_paths() -> None:
         validate_release_paths(["ok.py", "a.py\nb.py"])
 
 
-def test_release_paths_error_names_the_first_unsafe_path() -> None:
+def test_release_paths_error_names_first_unsafe() -> None:
     with pytest.raises(ManifestError) as caught:
         validate_release_paths(["ok.py", "../first.py", "/second.py"])
 
     assert "'../first.py'" in str(caught.value)
 
 
-def test_release_paths_reject_a_value_that_is_not_a_string() -> None:
+def test_release_paths_reject_non_string() -> None:
     assert not release_paths_are_safe(["ok.py", 3])
 
     with pytest.raises(ManifestError, match="must be a string, got 3"):
@@ -167,7 +167,7 @@ def test_release_root_validates_each_path(tmp_path: Path, path: str) -> None:
         root.join(path)
 
 
-def test_release_root_joins_many_like_one_at_a_time(tmp_path: Path) -> None:
+def test_release_root_join_all_matches_join(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "sub").mkdir(parents=True)
     paths = ["top.py", "pkg/a.py", "pkg/sub/b.py", "pkg/c.py"]
 
@@ -176,7 +176,7 @@ def test_release_root_joins_many_like_one_at_a_time(tmp_path: Path) -> None:
     ]
 
 
-def test_release_root_join_all_names_first_path_through_link_out(
+def test_release_root_join_all_names_first_link_out(
     tmp_path: Path,
 ) -> None:
     app = tmp_path / "app"

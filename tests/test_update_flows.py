@@ -257,8 +257,8 @@ def test_update_same_version_repairs(
 def test_update_leaves_garbage_collector_as_found(
     home: Path, server: MiddlewareHandle, enabled: bool
 ):
-    # The comparison pauses the cyclic collector and freezes what it built;
-    # the collector must come back as it was, with nothing left frozen.
+    # The comparison pauses the cyclic collector and freezes what it built.
+    # The collector must come back as it was, with nothing left frozen.
     if not enabled:
         gc.disable()
     try:
@@ -277,8 +277,8 @@ def test_update_keeps_objects_the_caller_froze(home: Path, server: MiddlewareHan
         frozen = gc.get_freeze_count()
         update_in_process(home, server.url, "1.0.0")
 
-        # Neither unfrozen nor joined by the update's records; some of the
-        # frozen objects may have been freed meanwhile.
+        # Not unfrozen, and the update froze nothing more. Some of the frozen
+        # objects may have been freed meanwhile.
         assert 0 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
