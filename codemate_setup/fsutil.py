@@ -86,7 +86,16 @@ def atomic_write_bytes(target: Path, data: bytes, *, durable: bool = True) -> No
         fsync_dir(target.parent)
 
 
-def atomic_write_json(target: Path, document: Any, *, durable: bool = True) -> None:
-    """Serialize ``document`` as indented UTF-8 JSON and write it atomically."""
-    data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
+def atomic_write_json(
+    target: Path, document: Any, *, durable: bool = True, compact: bool = False
+) -> None:
+    """Serialize ``document`` as UTF-8 JSON and write it atomically.
+
+    The JSON is indented for people to read, unless ``compact`` is set.
+    """
+    if compact:
+        text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = json.dumps(document, indent=2, ensure_ascii=False)
+    data = text.encode("utf-8")
     atomic_write_bytes(target, data + b"\n", durable=durable)

@@ -5,12 +5,16 @@ size, mode and ``mtime_ns`` seen when the file was installed. A file whose
 size and modification time still match is trusted without reading it, so
 comparing an installation with a release reads only the files that moved.
 
-On disk::
+On disk, compact JSON with one array per file, in the order of ``fields``.
+The mode is the number of the permission bits (420 is 0644)::
 
-    {"format": 1, "version": "3.0.0", "entry_point": "initiate.py",
+    {"format": 2, "version": "3.0.0", "entry_point": "initiate.py",
      "requirements": "requirements.txt",
-     "files": {"main.py": {"sha256": "...", "size": 12, "mode": "0644",
-                           "mtime_ns": 1700000000000000000}}}
+     "fields": ["sha256", "size", "mode", "mtime_ns"],
+     "files": {"main.py": ["...", 12, 420, 1700000000000000000]}}
+
+Format 1, written before, is still read: each file is an object with those
+keys, and the mode a string such as ``"0644"``.
 """
 
 from __future__ import annotations
@@ -19,31 +23,42 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from codemate_setup.errors import InstallError, ManifestError
 from codemate_setup.filestore import hash_file
 from codemate_setup.fsutil import atomic_write_json
-from codemate_setup.manifest import format_mode, parse_mode
-from codemate_setup.paths import resolve_inside, validate_release_path
+from codemate_setup.manifest import OWNER_READ, parse_mode
+from codemate_setup.paths import ReleaseRoot, validate_release_paths
+from codemate_setup.records import make_records
 
 logger = logging.getLogger(__name__)
 
-LISTING_FORMAT = 1
+LISTING_FORMAT = 2
 
 
-@dataclass(frozen=True)
-class InstalledFile:
-    """Record of one installed file in the listing."""
+class InstalledFile(NamedTuple):
+    """Record of one installed file in the listing.
+
+    A named tuple, not a dataclass, because a listing has one per installed
+    file and an update builds tens of thousands of them. It is stored as a
+    JSON array of its fields.
+    """
 
     sha256: str
     size: int
     mode: int
     mtime_ns: int
+
+
+_FIELD_COUNT = len(InstalledFile._fields)
+# The entry of a file in a listing of format 1, as the fields of InstalledFile.
+_FORMAT_1_FIELDS = itemgetter(*InstalledFile._fields)
 
 
 @dataclass(frozen=True)
@@ -62,36 +77,49 @@ class InstalledListing:
             "version": self.version,
             "entry_point": self.entry_point,
             "requirements": self.requirements,
-            "files": {
-                path: {
-                    "sha256": entry.sha256,
-                    "size": entry.size,
-                    "mode": format_mode(entry.mode),
-                    "mtime_ns": entry.mtime_ns,
-                }
-                for path, entry in sorted(self.files.items())
-            },
+            "fields": list(InstalledFile._fields),
+            # Named tuples are encoded as arrays.
+            "files": dict(self.files),
         }
 
 
 def listing_from_document(document: object) -> InstalledListing:
-    """Build a listing from its stored JSON document.
+    """Build a listing from its stored JSON document, of format 1 or 2.
+
+    The checks run a field at a time over all files, because a listing has
+    an entry per installed file.
 
     Raises:
         ValueError: If a key is missing or has the wrong type.
+        ManifestError: If a path is unsafe.
     """
     if not isinstance(document, dict) or not isinstance(document.get("files"), dict):
         raise ValueError("expected an object with a 'files' object")
 
+    form = document.get("format")
+    if form not in (1, LISTING_FORMAT):
+        raise ValueError(f"unknown listing format {form!r}")
+
+    entries = document["files"]
+    paths = list(entries)
+    validate_release_paths(paths)
+
     files = {}
-    for path, entry in document["files"].items():
-        validate_release_path(path)
-        files[path] = InstalledFile(
-            sha256=str(entry["sha256"]),
-            size=int(entry["size"]),
-            mode=parse_mode(entry["mode"]),
-            mtime_ns=int(entry["mtime_ns"]),
+    if entries:
+        if form == 1:
+            hashes, sizes, texts, mtimes = zip(
+                *map(_FORMAT_1_FIELDS, entries.values()), strict=True
+            )
+            parsed = {text: parse_mode(text) for text in set(texts)}
+            modes: Iterable[int] = map(parsed.__getitem__, texts)
+        else:
+            hashes, sizes, modes, mtimes = _columns(list(entries.values()))
+            for mode in set(modes):
+                _check_mode(mode)
+        rows = zip(
+            map(str, hashes), map(int, sizes), modes, map(int, mtimes), strict=True
         )
+        files = dict(zip(paths, make_records(InstalledFile, rows), strict=True))
 
     return InstalledListing(
         version=str(document.get("version") or ""),
@@ -99,6 +127,20 @@ def listing_from_document(document: object) -> InstalledListing:
         entry_point=document.get("entry_point"),
         requirements=document.get("requirements"),
     )
+
+
+def _columns(entries: list[Any]) -> tuple[tuple[Any, ...], ...]:
+    """Return the values of format 2 entries, one tuple per field."""
+    if set(map(type, entries)) != {list} or set(map(len, entries)) != {_FIELD_COUNT}:
+        raise ValueError(f"each file must be an array of {_FIELD_COUNT} values")
+    return tuple(zip(*entries, strict=True))
+
+
+def _check_mode(mode: object) -> None:
+    if type(mode) is not int or not 0 <= mode <= 0o777 or not mode & OWNER_READ:
+        raise ValueError(
+            f"a mode must be permission bits that let the owner read, got {mode!r}"
+        )
 
 
 def load_listing(path: Path) -> InstalledListing | None:
@@ -130,8 +172,13 @@ def load_listing(path: Path) -> InstalledListing | None:
 
 
 def save_listing(path: Path, listing: InstalledListing) -> None:
-    """Write an installed listing atomically."""
-    atomic_write_json(path, listing.to_document())
+    """Write an installed listing atomically, as compact JSON.
+
+    The listing has an entry per installed file and every update writes it.
+    The standard library encodes compact JSON in C, several times faster than
+    indented JSON, which it encodes in Python.
+    """
+    atomic_write_json(path, listing.to_document(), compact=True)
 
 
 def read_version_file(path: Path) -> str | None:
@@ -162,9 +209,11 @@ class PathKind(str, Enum):
     OTHER = "other"
 
 
-@dataclass(frozen=True)
-class FileState:
-    """A path as found on disk; hash, size, mode and mtime only for files."""
+class FileState(NamedTuple):
+    """A path as found on disk; hash, size, mode and mtime only for files.
+
+    A named tuple for the same reason as :class:`InstalledFile`.
+    """
 
     kind: PathKind
     sha256: str | None = None
@@ -177,10 +226,13 @@ class FileState:
 class InstallView:
     """Read access to the install folder, checking every path it is asked about.
 
-    Each path goes through :func:`resolve_inside`, so a path that leaves the
+    Each path goes through a :class:`ReleaseRoot`, so a path that leaves the
     folder through a symbolic link raises ``ManifestError`` before anything is
     planned. Files that the listing records with an unchanged size and mtime
     are not read; ``hashed`` counts the files that had to be read.
+
+    What the view finds is kept for its life: the install folder does not
+    change while a plan is built from it.
 
     Args:
         root: The install folder.
@@ -191,9 +243,12 @@ class InstallView:
     listing: InstalledListing | None = None
     hashed: int = 0
     _states: dict[str, FileState] = field(default_factory=dict, repr=False)
-    # Resolved folders, valid for the view's life like ``_states``: the
-    # install folder does not change while a plan is built from it.
-    _realpaths: dict[Path, Path] = field(default_factory=dict, repr=False)
+    _inside: ReleaseRoot = field(init=False, repr=False)
+    _known: Mapping[str, InstalledFile] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._inside = ReleaseRoot(self.root)
+        self._known = self.listing.files if self.listing is not None else {}
 
     def state(self, path: str) -> FileState:
         """Return what ``path`` is, with the file's hash when it is a file.
@@ -205,18 +260,32 @@ class InstallView:
         cached = self._states.get(path)
         if cached is not None:
             return cached
+        return self.states([path])[0]
 
-        target = resolve_inside(self.root, path, realpaths=self._realpaths)
-        try:
-            info = os.lstat(target)
-        except FileNotFoundError:
-            result = FileState(PathKind.MISSING)
-        except NotADirectoryError:
-            result = FileState(PathKind.MISSING)
-        else:
-            result = self._describe(path, target, info)
+    def states(self, paths: Sequence[str]) -> list[FileState]:
+        """Return what each path is, as :meth:`state` does, for many at once.
 
-        self._states[path] = result
+        The paths are checked together, and each costs an lstat and little
+        more, unless its file must be hashed.
+
+        Raises:
+            ManifestError: If a path is unsafe or resolves outside the
+                install folder.
+            InstallError: If a file cannot be read.
+        """
+        states = self._states
+        result = []
+        for path, target in zip(paths, self._inside.join_all(paths), strict=True):
+            found = states.get(path)
+            if found is None:
+                try:
+                    info = os.lstat(target)
+                except (FileNotFoundError, NotADirectoryError):
+                    found = FileState(PathKind.MISSING)
+                else:
+                    found = self._describe(path, target, info)
+                states[path] = found
+            result.append(found)
         return result
 
     def kind(self, path: str) -> PathKind:
@@ -225,13 +294,13 @@ class InstallView:
         Raises:
             ManifestError: If the path resolves outside the install folder.
         """
-        target = resolve_inside(self.root, path, realpaths=self._realpaths)
+        target = self._inside.join(path)
         try:
             info = os.lstat(target)
         except (FileNotFoundError, NotADirectoryError):
             return PathKind.MISSING
         if stat.S_ISLNK(info.st_mode):
-            return PathKind.DIR if target.is_dir() else PathKind.SYMLINK
+            return PathKind.DIR if os.path.isdir(target) else PathKind.SYMLINK
         return _kind_of(info.st_mode)
 
     def tree(self, folder: str) -> list[tuple[str, PathKind]]:
@@ -239,27 +308,29 @@ class InstallView:
 
         Links are listed as links and never followed.
         """
-        start = resolve_inside(self.root, folder, realpaths=self._realpaths)
-        return list(_walk(start, folder))
+        return list(_walk(Path(self._inside.join(folder)), folder))
 
-    def _describe(self, path: str, target: Path, info: os.stat_result) -> FileState:
-        kind = _kind_of(info.st_mode)
-        if kind is not PathKind.FILE:
-            return FileState(kind)
+    def _describe(self, path: str, target: str, info: os.stat_result) -> FileState:
+        st_mode = info.st_mode
+        if not stat.S_ISREG(st_mode):
+            return FileState(_kind_of(st_mode))
 
-        mode = stat.S_IMODE(info.st_mode)
-        known = self.listing.files.get(path) if self.listing else None
+        mode = stat.S_IMODE(st_mode)
+        known = self._known.get(path)
         if (
             known is not None
             and known.size == info.st_size
             and known.mtime_ns == info.st_mtime_ns
         ):
-            return FileState(
-                PathKind.FILE, known.sha256, info.st_size, mode, info.st_mtime_ns
+            # Built as make_records builds records: this runs for every
+            # installed file.
+            return tuple.__new__(
+                FileState,
+                (PathKind.FILE, known.sha256, known.size, mode, known.mtime_ns),
             )
 
         try:
-            sha256, _size = hash_file(target)
+            sha256, _size = hash_file(Path(target))
         except OSError as e:
             raise InstallError(
                 f"cannot read the installed file {target}: {e}; check its permissions"

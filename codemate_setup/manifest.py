@@ -13,28 +13,38 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from operator import itemgetter, methodcaller
+from typing import Any, NamedTuple
 
 from packaging.version import Version
 
 from codemate_setup.config import Limits
 from codemate_setup.errors import ManifestError, UsageError
-from codemate_setup.paths import validate_release_path
+from codemate_setup.paths import release_paths_are_safe, validate_release_path
+from codemate_setup.records import make_records
 from codemate_setup.versions import parse_version
 
 logger = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_HEX = re.compile(r"[0-9a-fA-F]*")
 # Permission bits only: setuid, setgid and sticky bits are never installed.
 _MODE = re.compile(r"0?[0-7]{3}")
 OWNER_READ = 0o400
 
 _LEGACY_LISTS = ("files_add", "files_edit", "files_delete")
 
+# The required keys of a ``files`` entry, and its optional mode.
+_ENTRY_FIELDS = itemgetter("path", "sha256", "size")
+_ENTRY_MODE = methodcaller("get", "mode")
 
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One file of a release: its path and what the manifest declares about it."""
+
+class ManifestEntry(NamedTuple):
+    """One file of a release: its path and what the manifest declares about it.
+
+    A named tuple rather than a dataclass, because a full manifest has one per
+    file of the release and named tuples are built several times faster.
+    """
 
     path: str
     sha256: str | None = None
@@ -170,12 +180,62 @@ def _parse_files(value: object, limits: Limits) -> tuple[ManifestEntry, ...] | N
             f"{limits.max_files}"
         )
 
-    entries = tuple(
-        _parse_entry(item, f"files[{index}]", limits, require_hash=True)
-        for index, item in enumerate(value)
-    )
-    _check_unique((entry.path for entry in entries), "files")
+    entries = _parse_files_at_once(value, limits)
+    if entries is None:
+        entries = tuple(
+            _parse_entry(item, f"files[{index}]", limits, require_hash=True)
+            for index, item in enumerate(value)
+        )
+    _check_unique([entry.path for entry in entries], "files")
     return entries
+
+
+def _parse_files_at_once(
+    value: list[Any], limits: Limits
+) -> tuple[ManifestEntry, ...] | None:
+    """Validate every entry of ``files`` with a few passes over all of them.
+
+    The checks are those of :func:`_parse_entry`, done per field for the
+    whole list, which costs far less per entry than a Python loop.
+
+    Returns:
+        The entries, or None if any entry breaks a rule or has a form these
+        passes do not take. The caller then checks the entries one by one,
+        which names the first problem.
+    """
+    if not value:
+        return ()
+    try:
+        paths, hashes, sizes = zip(*map(_ENTRY_FIELDS, value), strict=True)
+        texts = list(map(_ENTRY_MODE, value))
+        modes = {text: parse_mode(text) for text in set(texts) if text is not None}
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
+
+    if not (
+        release_paths_are_safe(paths)
+        and _are_sha256(hashes)
+        and _are_sizes(sizes, limits)
+    ):
+        return None
+    rows = zip(paths, map(str.lower, hashes), sizes, map(modes.get, texts), strict=True)
+    return tuple(make_records(ManifestEntry, rows))
+
+
+def _are_sha256(values: Sequence[object]) -> bool:
+    try:
+        joined = "".join(values)
+    except TypeError:
+        return False
+    return set(map(len, values)) == {64} and _HEX.fullmatch(joined) is not None
+
+
+def _are_sizes(values: Sequence[object], limits: Limits) -> bool:
+    return (
+        set(map(type, values)) == {int}
+        and min(values) >= 0
+        and max(values) <= limits.max_file_bytes
+    )
 
 
 def _parse_codebase(
@@ -209,7 +269,7 @@ def _parse_codebase(
         for key, items in lists.items()
     }
     _check_unique(
-        (entry.path for key in _LEGACY_LISTS for entry in parsed[key]), "codebase"
+        [entry.path for key in _LEGACY_LISTS for entry in parsed[key]], "codebase"
     )
     deleted = tuple(entry.path for entry in parsed["files_delete"])
     return parsed["files_add"], parsed["files_edit"], deleted
@@ -264,9 +324,11 @@ def _parse_size(
     return value
 
 
-def _check_unique(paths: Iterable[str], where: str) -> None:
+def _check_unique(paths: Sequence[str], where: str) -> None:
     # NOTE: paths that differ only in letter case pass this check, but on a
     # case-insensitive file system (Windows, macOS) they name one file.
+    if len(set(paths)) == len(paths):
+        return
     seen: set[str] = set()
     for path in paths:
         if path in seen:
@@ -284,13 +346,27 @@ def check_layout(paths: Iterable[str]) -> None:
         ValueError: Naming a path that is both a file and a folder.
     """
     files = set(paths)
-    for path in files:
-        for folder in parent_folders(path):
-            if folder in files:
-                raise ValueError(
-                    f"the path {folder!r} is listed as a file and also as the "
-                    f"folder of {path!r}"
-                )
+    clashes = files & all_folders(files)
+    if clashes:
+        folder = min(clashes)
+        path = min(path for path in files if path.startswith(f"{folder}/"))
+        raise ValueError(
+            f"the path {folder!r} is listed as a file and also as the folder of "
+            f"{path!r}"
+        )
+
+
+def all_folders(paths: Iterable[str]) -> set[str]:
+    """Return every folder above any of the release paths.
+
+    Each distinct folder is split once, however many files it contains.
+    """
+    folders: set[str] = set()
+    for parent in {path.rpartition("/")[0] for path in paths}:
+        while parent and parent not in folders:
+            folders.add(parent)
+            parent = parent.rpartition("/")[0]
+    return folders
 
 
 def parent_folders(path: str) -> Sequence[str]:

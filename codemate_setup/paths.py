@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from codemate_setup.errors import ManifestError
@@ -18,6 +19,16 @@ MAX_PATH_LENGTH = 1024
 _DRIVE_PREFIX = re.compile(r"^[A-Za-z]:")
 # NUL and the other C0 control characters, and DEL.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+# Every rule of ``_path_problem`` as one pattern, so a safe path is accepted in
+# one match: parts without a slash, backslash or control character, none of
+# them "." or "..", and no drive letter in front. A path it does not match goes
+# through the rules one by one, which name the rule it breaks. A part also ends
+# at a line break, so the second pattern checks paths joined by line breaks.
+# No safe path contains one.
+_PART = r"(?!\.\.?(?:/|\n|\Z))[^/\\\x00-\x1f\x7f]+"
+_PATH = rf"(?![A-Za-z]:){_PART}(?:/{_PART})*"
+_SAFE_PATH = re.compile(_PATH)
+_SAFE_PATH_LINES = re.compile(rf"{_PATH}(?:\n{_PATH})*")
 
 
 def validate_release_path(path: object) -> str:
@@ -36,6 +47,13 @@ def validate_release_path(path: object) -> str:
     Raises:
         ManifestError: Naming the path and the rule it breaks.
     """
+    if (
+        type(path) is str
+        and len(path) <= MAX_PATH_LENGTH
+        and _SAFE_PATH.fullmatch(path)
+    ):
+        return path
+
     if not isinstance(path, str):
         raise ManifestError(f"manifest path must be a string, got {path!r}")
 
@@ -44,6 +62,43 @@ def validate_release_path(path: object) -> str:
         raise ManifestError(f"unsafe manifest path {path!r}: {reason}")
 
     return path
+
+
+def validate_release_paths(paths: Sequence[object]) -> None:
+    """Check many paths as :func:`validate_release_path` checks each one.
+
+    All of them are matched at once, which costs a fraction of a check per
+    path. Only when that fails are they checked one by one, for the message.
+
+    Args:
+        paths: The values taken from a manifest or a listing.
+
+    Raises:
+        ManifestError: Naming the first unsafe path and the rule it breaks.
+    """
+    if release_paths_are_safe(paths):
+        return
+
+    for path in paths:
+        validate_release_path(path)
+
+
+def release_paths_are_safe(paths: Sequence[object]) -> bool:
+    """Tell whether every path passes :func:`validate_release_path`.
+
+    It runs one pattern match over all the paths joined by line breaks. A
+    path with a line break of its own would add a line, so the count of lines
+    is checked too.
+    """
+    try:
+        joined = "\n".join(paths)
+    except TypeError:
+        return False
+    return (
+        joined.count("\n") == len(paths) - 1
+        and max(map(len, paths)) <= MAX_PATH_LENGTH
+        and _SAFE_PATH_LINES.fullmatch(joined) is not None
+    )
 
 
 def _path_problem(path: str) -> str | None:
@@ -117,3 +172,55 @@ def _realpath(folder: Path, cache: dict[Path, Path] | None) -> Path:
         resolved = Path(os.path.realpath(folder))
         cache[folder] = resolved
     return resolved
+
+
+class ReleaseRoot:
+    """A folder that many release paths are joined to while its tree stays put.
+
+    The proof of :func:`resolve_inside` depends only on the folder that
+    contains a path, so it runs once per folder and is kept for the object's
+    life. Each later path in a proven folder costs a validation and a string
+    join. Use it while the tree does not change, as a planner does.
+
+    Args:
+        root: The folder the paths are relative to; it may not exist yet.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._prefix = os.path.join(root, "")
+        self._realpaths: dict[Path, Path] = {}
+        self._proven: set[str] = set()
+
+    def join(self, release_path: str) -> str:
+        """Join a release path to the root, proving it stays inside.
+
+        Returns:
+            The joined path as a string, not resolved, like
+            :func:`resolve_inside`.
+
+        Raises:
+            ManifestError: If the path is unsafe or resolves outside the root.
+        """
+        return self.join_all([release_path])[0]
+
+    def join_all(self, release_paths: Sequence[str]) -> list[str]:
+        """Join many release paths, as :meth:`join` joins each one.
+
+        The paths are validated together, as :func:`validate_release_paths`
+        does.
+
+        Raises:
+            ManifestError: For the first path that is unsafe or resolves
+                outside the root.
+        """
+        validate_release_paths(release_paths)
+        proven = self._proven
+        for path in release_paths:
+            folder = path.rpartition("/")[0]
+            if folder not in proven:
+                resolve_inside(self.root, path, realpaths=self._realpaths)
+                proven.add(folder)
+        if os.sep != "/":
+            return [self._prefix + p.replace("/", os.sep) for p in release_paths]
+        return [self._prefix + path for path in release_paths]

@@ -21,7 +21,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from itertools import repeat
+from typing import NamedTuple, Protocol
 
 from packaging.version import Version
 
@@ -30,9 +31,11 @@ from codemate_setup.listing import FileState, InstalledFile, PathKind
 from codemate_setup.manifest import (
     Manifest,
     ManifestEntry,
+    all_folders,
     check_layout,
     parent_folders,
 )
+from codemate_setup.records import make_records
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,10 @@ class DiskView(Protocol):
 
     def state(self, path: str) -> FileState:
         """Return what ``path`` is, with its hash when it is a file."""
+        ...
+
+    def states(self, paths: Sequence[str]) -> list[FileState]:
+        """Return what each path is, as ``state`` does."""
         ...
 
     def kind(self, path: str) -> PathKind:
@@ -75,9 +82,12 @@ class Op:
     old_mode: int | None = None
 
 
-@dataclass(frozen=True)
-class TargetFile:
-    """A file the target version contains and the release to fetch it from."""
+class TargetFile(NamedTuple):
+    """A file the target version contains and the release to fetch it from.
+
+    A named tuple, like :class:`~codemate_setup.manifest.ManifestEntry`,
+    because the target state has one per file of the release.
+    """
 
     path: str
     version: Version
@@ -203,7 +213,7 @@ def fold_manifests(
     deleted: set[str] = set()
     for manifest in chain:
         if manifest.files is not None:
-            files = {entry.path: _target(manifest, entry) for entry in manifest.files}
+            files = _listed_files(manifest)
             deleted = set()
             continue
 
@@ -216,7 +226,10 @@ def fold_manifests(
 
     last = chain[-1]
     try:
-        check_layout(files)
+        # The parser checked the layout of a full listing. Only files that
+        # incremental lists added to or kept from earlier ones need it here.
+        if not last.is_full:
+            check_layout(files)
     except ValueError as e:
         raise ManifestError(
             f"the manifests from {chain[0].version} to {last.version} are "
@@ -230,6 +243,15 @@ def fold_manifests(
         entry_point=last.entry_point,
         deleted=frozenset(deleted),
     )
+
+
+def _listed_files(manifest: Manifest) -> dict[str, TargetFile]:
+    """Return the files of a full listing, built a field at a time."""
+    if not manifest.files:
+        return {}
+    paths, hashes, sizes, modes = zip(*manifest.files, strict=True)
+    rows = zip(paths, repeat(manifest.version), hashes, sizes, modes, strict=False)
+    return dict(zip(paths, make_records(TargetFile, rows), strict=True))
 
 
 def _target(manifest: Manifest, entry: ManifestEntry) -> TargetFile:
@@ -357,8 +379,9 @@ def build_plan(
 
     downloads: list[TargetFile] = []
     kept: dict[str, FileState] = {}
-    for path, wanted in sorted(target.files.items()):
-        state = view.state(path)
+    paths = sorted(target.files)
+    for path, state in zip(paths, view.states(paths), strict=True):
+        wanted = target.files[path]
         if _matches(state, wanted):
             kept[path] = state
             if compare_modes and wanted.mode is not None and state.mode != wanted.mode:
@@ -379,11 +402,9 @@ def build_plan(
             builder.clear_folder(path, f"replace the folder {path!r} with a file")
         builder.ensure_parents(path)
 
-    target_folders = {
-        folder for path in target.files for folder in parent_folders(path)
-    }
     builder.remove_emptied_folders(
-        [path for path in builder.backups if path not in target.files], target_folders
+        [path for path in builder.backups if path not in target.files],
+        all_folders(target.files),
     )
 
     plan = Plan(tuple(downloads), builder.ops(), kept, dict(builder.backups))

@@ -12,6 +12,7 @@ from codemate_setup.config import Limits
 from codemate_setup.errors import ManifestError
 from codemate_setup.manifest import (
     ManifestEntry,
+    all_folders,
     check_layout,
     format_mode,
     parent_folders,
@@ -283,3 +284,63 @@ def test_parent_folders_shallowest_first() -> None:
 
 def test_check_layout_accepts_siblings() -> None:
     check_layout(["a/b.py", "a/c.py", "ab.py"])
+
+
+def test_manifest_large_listing_is_parsed_like_small_one() -> None:
+    # A listing in which every entry is valid is checked a field at a time.
+    # The entries must come out as the per-entry checks make them.
+    files = [
+        {"path": f"pkg{i % 7}/m{i}.py", "sha256": f"{i:064X}", "size": i, "mode": "644"}
+        for i in range(500)
+    ]
+    files[3].pop("mode")
+
+    manifest = parse(full_manifest(files=files))
+
+    assert manifest.files is not None
+    assert manifest.files[0] == ManifestEntry("pkg0/m0.py", f"{0:064x}", 0, 0o644)
+    assert manifest.files[3] == ManifestEntry("pkg3/m3.py", f"{3:064x}", 3, None)
+    assert [entry.path for entry in manifest.files] == [f["path"] for f in files]
+
+
+def test_manifest_reports_first_invalid_entry_in_listing_order() -> None:
+    document = full_manifest()
+    document["files"][0]["sha256"] = "not a hash"
+    document["files"][1]["path"] = "../evil.py"
+
+    with pytest.raises(ManifestError) as caught:
+        parse(document)
+
+    assert "files[0].sha256 must be 64 hexadecimal characters" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(["main.py", HASH_A, 1], id="array"),
+        pytest.param("main.py", id="string"),
+        pytest.param({"path": "x.py", "sha256": HASH_A}, id="no-size"),
+        pytest.param({"path": "x.py", "size": 1}, id="no-hash"),
+        pytest.param(
+            {"path": "x.py", "sha256": HASH_A, "size": 1, "mode": []}, id="mode-list"
+        ),
+    ],
+)
+def test_manifest_rejects_malformed_listing_entry(entry: object) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse(with_file(entry))
+
+    assert "files[2]" in str(caught.value)
+
+
+def test_check_layout_names_folder_and_file() -> None:
+    with pytest.raises(ValueError) as caught:
+        check_layout(["a/b.py", "a", "c/d/e.py", "c/d"])
+
+    assert str(caught.value) == (
+        "the path 'a' is listed as a file and also as the folder of 'a/b.py'"
+    )
+
+
+def test_all_folders_lists_every_level_once() -> None:
+    assert all_folders(["a/b/c.py", "a/b/d.py", "a/e.py", "f.py"]) == {"a", "a/b"}

@@ -111,6 +111,22 @@ def test_plan_rehashes_only_moved_files(tmp_path: Path) -> None:
     assert [item.path for item in plan.downloads] == ["b.py"]
 
 
+def test_view_states_match_state_one_at_a_time(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"a.py": b"a", "pkg/b.py": b"bb", "pkg/c.py": b"c"})
+    (tmp_path / "dir").mkdir()
+    listing = InstalledListing("2.0.0", listing_of(tmp_path, ["a.py", "pkg/b.py"]))
+    (tmp_path / "pkg" / "b.py").write_bytes(b"BB")
+    paths = ["a.py", "dir", "missing.py", "pkg/b.py", "pkg/c.py"]
+
+    view = InstallView(tmp_path, listing)
+    states = view.states(paths)
+
+    assert states == [InstallView(tmp_path, listing).state(p) for p in paths]
+    assert [s.kind.value for s in states] == ["file", "dir", "missing", "file", "file"]
+    assert states[3].sha256 == sha(b"BB")
+    assert view.hashed == 2
+
+
 def test_plan_deletes_owned_file_only(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "app", {"a.py": "a", "old.py": "o", ".env": "secret"})
     owned = listing_of(root, ["a.py", "old.py"])

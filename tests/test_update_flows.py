@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -249,6 +250,54 @@ def test_update_same_version_repairs(
         "/download/v1.1.0/codemate/core.py",
         "/download/v1.1.0/initiate.py",
     ]
+    assert_installed(home, releases, "1.1.0")
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "disabled"])
+def test_update_leaves_garbage_collector_as_found(
+    home: Path, server: MiddlewareHandle, enabled: bool
+):
+    # The comparison pauses the cyclic collector and freezes what it built.
+    # The collector must come back as it was, with nothing left frozen.
+    if not enabled:
+        gc.disable()
+    try:
+        update_in_process(home, server.url, "1.0.0")
+        update_in_process(home, server.url, "1.1.0")
+
+        assert gc.isenabled() is enabled
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
+
+
+def test_update_keeps_objects_the_caller_froze(home: Path, server: MiddlewareHandle):
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        update_in_process(home, server.url, "1.0.0")
+
+        # Not unfrozen, and the update froze nothing more. Some of the frozen
+        # objects may have been freed meanwhile.
+        assert 0 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_same_version_repairs_file_touched_with_same_size(
+    home: Path, releases: Path, server: MiddlewareHandle
+):
+    # A local edit that keeps the size still moves the mtime, so the file is
+    # hashed, found changed and fetched again.
+    update_in_process(home, server.url, "1.1.0")
+    core = home / "app" / "codemate" / "core.py"
+    core.write_bytes(bytes(len(core.read_bytes())))
+
+    result = update_in_process(home, server.url, "1.1.0")
+
+    assert result.action == "repaired"
+    assert result.files_rehashed == 1
+    assert downloads(server)[-1] == "/download/v1.1.0/codemate/core.py"
     assert_installed(home, releases, "1.1.0")
 
 

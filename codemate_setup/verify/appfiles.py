@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from codemate_setup.errors import ManifestError
+from codemate_setup.listing import InstalledFile
 from codemate_setup.paths import resolve_inside, validate_release_path
 from codemate_setup.verify.model import CheckResult, CheckStatus
 
@@ -21,6 +22,8 @@ HASH_CHUNK_BYTES = 1024 * 1024
 DEFAULT_REQUIREMENTS_PATH = "requirements.txt"
 # Paths named in a message before "and N more".
 SHOWN_PATHS = 5
+# The values of a file's array in a listing of format 2, in order.
+ARRAY_FIELDS = InstalledFile._fields
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ def parse_listing(document: Any) -> InstalledListing:
     """Check the form of a listing document and convert it.
 
     ``files`` may map each path to its entry, or list entries with a ``path``.
+    An entry is an object, or in format 2 an array of the ``ARRAY_FIELDS``.
 
     Raises:
         ListingError: If a field has the wrong type or a path is unsafe.
@@ -123,8 +127,13 @@ def _parse_file(path: Any, entry: Any) -> ListedFile:
         validate_release_path(path)
     except ManifestError as e:
         raise ListingError(str(e)) from e
+    if isinstance(entry, list) and len(entry) == len(ARRAY_FIELDS):
+        entry = dict(zip(ARRAY_FIELDS, entry, strict=True))
     if not isinstance(entry, dict):
-        raise ListingError(f"the entry of {path!r} must be an object")
+        raise ListingError(
+            f"the entry of {path!r} must be an object or an array of "
+            f"{len(ARRAY_FIELDS)} values"
+        )
 
     size = entry.get("size")
     sha256 = entry.get("sha256")
