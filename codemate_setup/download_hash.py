@@ -22,9 +22,10 @@ logger = logging.getLogger(__name__)
 # Name of every hashing thread, so a leftover one can be recognized.
 THREAD_NAME = "download-sha256"
 
-# Batches waiting in the queue before update() blocks. With batches of
-# ``Limits.chunk_bytes`` (1 MiB), a file holds at most about 4 MiB of chunks:
-# these 2, the one being hashed and the one being collected.
+# Batches waiting in the queue before update() blocks. A file then keeps at
+# most 4 batches in memory: these 2, the one being hashed and the one being
+# collected. Each is under twice ``batch_bytes``, so under 8 MiB in all with
+# the default ``Limits.chunk_bytes`` of 1 MiB.
 MAX_QUEUED_BATCHES = 2
 
 _END = object()
@@ -38,8 +39,9 @@ class BackgroundHasher:
     """SHA-256 of a stream of ``bytes`` chunks, hashed in a second thread.
 
     One thread calls :meth:`update` and :meth:`hexdigest`, and calls
-    :meth:`close` when it stops early. The chunks must be ``bytes`` objects,
-    which nothing can change while they wait in the queue.
+    :meth:`close` when it stops early. A chunk that is not a ``bytes`` object
+    is copied, because a buffer that the caller reuses would change while it
+    waits in the queue.
 
     Args:
         batch_bytes: Bytes collected before they are handed to the thread,
@@ -85,7 +87,7 @@ class BackgroundHasher:
                 closed.
         """
         if self._closed or self._digest is not None:
-            raise ValueError("update() after hexdigest() or close()")
+            raise ValueError("update() called after hexdigest() or close()")
         self._raise_if_failed()
         if type(data) is not bytes:
             data = bytes(data)
@@ -108,7 +110,7 @@ class BackgroundHasher:
         if self._digest is not None:
             return self._digest
         if self._closed:
-            raise ValueError("hexdigest() after close()")
+            raise ValueError("hexdigest() called after close()")
 
         if self._thread is None:
             for chunk in self._batch:
