@@ -2,7 +2,7 @@
 
 :func:`download_all` fetches a set of release files over one pooled session,
 several at once. Each file streams in large chunks into ``DEST.part`` and is
-never written past its declared size. A file longer than one chunk is hashed
+never written past its declared size. A file of one chunk or more is hashed
 in a second thread while it streams (:mod:`codemate_setup.download_hash`).
 After an interruption it resumes with ``Range``, also in a later run when a
 sidecar proves that the part file contains the same expected content.

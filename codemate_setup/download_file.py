@@ -78,7 +78,7 @@ class _Mismatch(Exception):
 class _PartFile:
     """The open ``.part`` file of one download and the hash of its bytes.
 
-    The hash is computed in a second thread once the file passes one chunk,
+    The hash is computed in a second thread once the file reaches one chunk,
     so :meth:`close` must be called when the download ends, whichever way.
     """
 
