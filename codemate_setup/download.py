@@ -1,13 +1,14 @@
 """Parallel, resumable, verified download of release files into staging.
 
 :func:`download_all` fetches a set of release files over one pooled session,
-several at once. Each file streams in large chunks into ``DEST.part``, is
-hashed while it streams and is never written past its declared size. After an
-interruption it resumes with ``Range``, also in a later run when a sidecar
-proves that the part file contains the same expected content. Transient
-failures are retried with exponential backoff. Once its size and sha256
-match, the part file is renamed to ``DEST``. Staged files are not fsynced,
-because the installer fsyncs what it commits.
+several at once. Each file streams in large chunks into ``DEST.part`` and is
+never written past its declared size. A file of one chunk or more is hashed
+in a second thread while it streams (:mod:`codemate_setup.download_hash`).
+After an interruption it resumes with ``Range``, also in a later run when a
+sidecar proves that the part file contains the same expected content.
+Transient failures are retried with exponential backoff. Once its size and
+sha256 match, the part file is renamed to ``DEST``. Staged files are not
+fsynced, because the installer fsyncs what it commits.
 
 Small files with a declared size and sha256 take the lean path of
 :mod:`codemate_setup.fetch_small`: one request over the thread's own

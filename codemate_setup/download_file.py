@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 import requests
 import urllib3.exceptions
 
+from codemate_setup.download_hash import BackgroundHasher, HashingError
 from codemate_setup.download_run import DownloadRun, PlannedItem, hash_stream
 from codemate_setup.errors import InstallError, IntegrityError, MiddlewareError
 from codemate_setup.fsutil import replace_with_retry
@@ -75,11 +76,16 @@ class _Mismatch(Exception):
 
 
 class _PartFile:
-    """The open ``.part`` file of one download and the hash of its bytes."""
+    """The open ``.part`` file of one download and the hash of its bytes.
 
-    def __init__(self, handle: BinaryIO) -> None:
+    The hash is computed in a second thread once the file reaches one chunk,
+    so :meth:`close` must be called when the download ends, whichever way.
+    """
+
+    def __init__(self, handle: BinaryIO, batch_bytes: int, initial: Any = None) -> None:
         self.handle = handle
-        self.hasher = hashlib.sha256()
+        self.batch_bytes = batch_bytes
+        self.hasher = BackgroundHasher(batch_bytes, initial=initial)
         self.received = 0
         self.validator: str | None = None
 
@@ -87,9 +93,17 @@ class _PartFile:
         """Drop every byte received, to start again from byte 0."""
         self.handle.seek(0)
         self.handle.truncate()
-        self.hasher = hashlib.sha256()
+        self.hasher.close()
+        self.hasher = BackgroundHasher(self.batch_bytes)
         self.received = 0
         self.validator = None
+
+    def close(self) -> None:
+        """End the hashing thread and close the file."""
+        try:
+            self.hasher.close()
+        finally:
+            self.handle.close()
 
 
 class FileDownload:
@@ -140,15 +154,22 @@ class FileDownload:
             raise self._write_error(e) from e
 
         try:
-            with part.handle:
-                self._transfer_until_verified(part)
+            digest = self._transfer_until_verified(part)
         except IntegrityError:
             # The bytes are known to be wrong, so they must not be resumed.
             remove_partial(item.dest)
             raise
+        except HashingError as e:
+            # The bytes on disk are intact: the next run hashes them again.
+            raise InstallError(
+                f"computing the sha256 of the download of {self.label} failed: "
+                f"{e.__cause__!r}; run the update again to resume it"
+            ) from e
+        finally:
+            part.close()
 
         self._move_into_place()
-        self.run.record_verified(item.dest, part.hasher.hexdigest())
+        self.run.record_verified(item.dest, digest)
 
     def _open_part(self) -> _PartFile:
         item = self.item
@@ -162,25 +183,33 @@ class FileDownload:
         ):
             write_sidecar(item)
             self.has_sidecar = True
-        return _PartFile(open(self.part, "wb"))  # noqa: SIM115 - closed by execute()
+        handle = open(self.part, "wb")  # noqa: SIM115 - closed by execute()
+        return _PartFile(handle, self.run.limits.chunk_bytes)
 
     def _open_resumed_part(self) -> _PartFile:
         """Open the part file of an earlier run and hash the bytes it has."""
         handle = open(self.part, "r+b")  # noqa: SIM115 - closed by execute()
-        part = _PartFile(handle)
         try:
-            hash_stream(self.run, handle, part.hasher)
+            # The reusable buffer changes after each read, so these bytes are
+            # hashed here rather than in the hashing thread.
+            hasher = hash_stream(self.run, handle, hashlib.sha256())
         except BaseException:
             handle.close()
             raise
 
+        part = _PartFile(handle, self.run.limits.chunk_bytes, initial=hasher)
         part.received = handle.tell()
         self._credit(part.received, transferred=False)
         self.run.count("bytes_reused", part.received)
         logger.debug("resuming %s from byte %d", self.label, part.received)
         return part
 
-    def _transfer_until_verified(self, part: _PartFile) -> None:
+    def _transfer_until_verified(self, part: _PartFile) -> str:
+        """Fetch the bytes still missing until the part file checks out.
+
+        Returns:
+            The sha256 of the part file.
+        """
         retries = 0
         restarts = 0
         while True:
@@ -188,8 +217,7 @@ class FileDownload:
             try:
                 if not self._complete(part):
                     self._transfer(part)
-                self._verify(part)
-                return
+                return self._verify(part)
             except _Mismatch as mismatch:
                 self.run.raise_if_stopped()
                 if restarts >= MISMATCH_RESTARTS:
@@ -451,7 +479,8 @@ class FileDownload:
             self.run.meter.add_bytes(received - self.credited, transferred=transferred)
             self.credited = received
 
-    def _verify(self, part: _PartFile) -> None:
+    def _verify(self, part: _PartFile) -> str:
+        """Check the size and hash of the part file and return its sha256."""
         item = self.item
         expected_size = self._expected_total()
         if expected_size is not None and part.received != expected_size:
@@ -459,15 +488,15 @@ class FileDownload:
         if expected_size is None and part.received == 0:
             raise _Mismatch("a non-empty file", "an empty body")
 
-        if item.sha256 is not None:
-            actual = part.hasher.hexdigest()
-            if actual != item.sha256.lower():
-                raise _Mismatch(f"sha256 {item.sha256}", f"sha256 {actual}")
+        actual = part.hasher.hexdigest()
+        if item.sha256 is not None and actual != item.sha256.lower():
+            raise _Mismatch(f"sha256 {item.sha256}", f"sha256 {actual}")
 
         try:
             part.handle.flush()
         except OSError as e:
             raise self._write_error(e) from e
+        return actual
 
     def _move_into_place(self) -> None:
         try:
