@@ -7,13 +7,17 @@ in a second thread while it streams (:mod:`codemate_setup.download_hash`).
 After an interruption it resumes with ``Range``, also in a later run when a
 sidecar proves that the part file contains the same expected content.
 Transient failures are retried with exponential backoff. Once its size and
-sha256 match, the part file is renamed to ``DEST``. Staged files are not
-fsynced, because the installer fsyncs what it commits.
+sha256 match, the part file is renamed to ``DEST``.
 
 Small files with a declared size and sha256 take the lean path of
 :mod:`codemate_setup.fetch_small`: one request over the thread's own
 keep-alive connection, the body verified in memory and then written straight
 to ``DEST``. Any other outcome continues on the regular path above.
+
+NOTE: staged files are not fsynced, and the installer fsyncs the journal and
+the folders it renames in, not file contents. A kill -9 loses nothing, but a
+power cut right after an update may leave installed files empty on file
+systems that do not flush data before a rename.
 """
 
 from __future__ import annotations
