@@ -34,7 +34,9 @@ Every figure is the median of the measured runs after the warm-up, with the
 minimum and maximum beside it. Each benchmark measures its reference in the same
 repetitions as its own figures, so the ratios stay meaningful on a noisy
 machine. A ratio is computed per repetition and then summarized. Benchmarks are
-not tests: a missed goal is reported here and fails nothing.
+not tests: a missed goal is reported here and fails nothing. Child processes run
+with Python's bytecode caches written and used (`PYTHONDONTWRITEBYTECODE` is
+removed from their environment), as a toolkit that has run once does.
 """
 
 
