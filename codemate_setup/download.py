@@ -50,13 +50,10 @@ from codemate_setup.errors import (
     ManifestError,
     SetupCancelledError,
 )
-from codemate_setup.fetch_small import (
-    SMALL_FILE_WORKERS,
-    SmallFileFetcher,
-    SmallFileTransport,
-)
+from codemate_setup.fetch_small import SMALL_FILE_WORKERS, SmallFileFetcher
 from codemate_setup.filestore import VerifiedFile
 from codemate_setup.partial import PART_SUFFIX, SIDECAR_SUFFIX
+from codemate_setup.small_transport import SmallFileTransport
 
 __all__ = [
     "DownloadItem",

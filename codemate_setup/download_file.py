@@ -117,7 +117,7 @@ class FileDownload:
     ) -> None:
         self.run = run
         # Sends each request; the client's pooled session unless another
-        # transport is given, such as the one of codemate_setup.fetch_small.
+        # transport is given, such as the one of codemate_setup.small_transport.
         self.open_stream = open_stream or run.client.open_stream
         self.item = planned.item
         self.resume_bytes = planned.part_bytes
