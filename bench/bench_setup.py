@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def run(ctx: BenchContext) -> BenchResult:
         for version in VERSIONS:
             trace.unlink(missing_ok=True)
             command = _setup_command(ctx, version, server.url, home)
+            os.sync()
             figures["wall"] += run_measured(command, env=env).seconds
             for key, value in _traced_writes(trace).items():
                 figures[key] = (
@@ -152,10 +154,11 @@ def _result(stats: dict[str, Stats]) -> BenchResult:
             f"Each run installs version {VERSIONS[0]} of the bundled examples into "
             "an empty home with `setup_orchestrator.py VERSION --yes`, then "
             f"updates it to {VERSIONS[1]} the same way, from the reference "
-            "middleware on 127.0.0.1. The example releases need no third-party "
-            "package, so the verification builds an environment with nothing to "
-            "install. The step durations come from each setup's "
-            "`step_timings` in the state file and are summed over both setups. "
+            "middleware on 127.0.0.1. `sync` runs before each setup. The "
+            "example releases need no third-party package, so the verification "
+            "builds an environment with nothing to install. The step durations "
+            "come from each setup's `step_timings` in the state file and are "
+            "summed over both setups. "
             "The time in state-file writes adds up every `StateStore.transact` "
             "call (lock wait, read, write and fsyncs) in every process of the "
             "setup, timed by the `sitecustomize` hook in `bench/tracer`. The "

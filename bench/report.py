@@ -36,7 +36,9 @@ repetitions as its own figures, so the ratios stay meaningful on a noisy
 machine. A ratio is computed per repetition and then summarized. Benchmarks are
 not tests: a missed goal is reported here and fails nothing. Child processes run
 with Python's bytecode caches written and used (`PYTHONDONTWRITEBYTECODE` is
-removed from their environment), as a toolkit that has run once does.
+removed from their environment), as a toolkit that has run once does, and
+`sync` runs before each benchmark, so data that an earlier one left to write
+does not slow the next.
 """
 
 
