@@ -131,7 +131,8 @@ def run_reported_phase(
         _end_failed(reporter, own_setup, message, OverallStatus.FAILED)
         raise
 
-    tracker.complete_phase(reporter.phase)
+    # The setup's end, or the caller's next phase, writes it right after.
+    tracker.complete_phase(reporter.phase, defer=True)
     if own_setup:
         _skip_other_phases(reporter)
         tracker.finish_setup(OverallStatus.COMPLETED)

@@ -185,3 +185,24 @@ def test_heartbeat_skipped_after_recent_write(
     tracker.close()
     # Each of these writes refreshed the heartbeat, so none of its own was due.
     assert len(writes) == calls
+
+
+def test_load_state_shows_held_back_changes(
+    quiet_tracker: SetupTracker, state_file: Path
+) -> None:
+    quiet_tracker.complete_phase(PHASE, defer=True)
+    assert read_phase(state_file)["status"] == "running"
+    document = quiet_tracker.load_setup_state()
+    assert document["phases"][PHASE.value]["status"] == "completed"
+
+
+def test_deferred_phase_end_joins_setup_end(
+    quiet_tracker: SetupTracker, state_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = count_writes(monkeypatch)
+    quiet_tracker.complete_phase(PHASE, defer=True)
+    quiet_tracker.finish_setup("completed")
+    document = json.loads(state_file.read_text())
+    assert len(writes) == 1
+    assert document["phases"][PHASE.value]["status"] == "completed"
+    assert document["overall_status"] == "completed"

@@ -87,13 +87,23 @@ class SetupTracker:
         """Read the current document without a lock.
 
         Returns:
-            The document, or None when no setup has run in this home.
+            The document with this tracker's held-back changes applied, as its
+            next write will store it, or None when no setup has run in this
+            home.
 
         Raises:
             StateFileError: If the file is corrupt; writers move such a file
                 aside on their next write.
         """
-        return self._store.read()
+        document = self._store.read()
+        with self._mutex:
+            pending = dict(self._pending)
+            held_back = list(self._pending_changes)
+        if document is not None:
+            mutations.apply_pending(document, pending)
+            for change in held_back:
+                change(document)
+        return document
 
     @property
     def setup_id(self) -> str | None:
@@ -203,10 +213,24 @@ class SetupTracker:
 
         self._write_now(change)
 
-    def complete_phase(self, phase: PhaseLike) -> None:
-        """Mark a phase completed at 100 percent."""
+    def complete_phase(self, phase: PhaseLike, *, defer: bool = False) -> None:
+        """Mark a phase completed at 100 percent.
+
+        Args:
+            phase: The phase name.
+            defer: Hold the write back for the next write, as
+                :meth:`complete_step` does. For a caller that writes again
+                right away, such as the next phase's start or the setup's end.
+        """
         phase = Phase(phase)
-        self._write_now(lambda doc: mutations.end_phase(doc, phase, "completed"))
+
+        def change(document: dict[str, Any]) -> None:
+            mutations.end_phase(document, phase, "completed")
+
+        if defer:
+            self._hold_back(change)
+        else:
+            self._write_now(change)
 
     def fail_phase(self, phase: PhaseLike, message: str) -> None:
         """Mark a phase failed; ``error_details`` becomes "phase: message"."""

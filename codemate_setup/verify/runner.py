@@ -112,7 +112,8 @@ def run_verification(
 
     report = ctx.report
     if report.critical == 0:
-        sink.complete_phase(PHASE)
+        # The setup's end, here or in the caller, writes it right after.
+        sink.complete_phase(PHASE, defer=True)
         if own_setup:
             sink.finish_setup("completed")
     else:
