@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from download_support import fast_limits, sha256
 from packaging.version import Version
 
 from codemate_setup.client import MiddlewareClient
@@ -41,20 +41,7 @@ FILES = {
     "pkg/a b.py": b"print('space in the name')\n",
     "empty.txt": b"",
 }
-FAST = Limits(
-    backoff_base=0.01,
-    backoff_max=0.02,
-    max_retry_after=0.1,
-    max_retries=3,
-    connect_timeout=2.0,
-    read_timeout=2.0,
-    chunk_bytes=CHUNK,
-    disk_reserve_bytes=0,
-)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+FAST = fast_limits(chunk_bytes=CHUNK)
 
 
 def item_for(stage: Path, path: str, *, legacy: bool = False) -> DownloadItem:

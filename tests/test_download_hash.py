@@ -9,11 +9,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from download_support import fast_limits, sha256
 from packaging.version import Version
 
 from codemate_setup import download_hash
 from codemate_setup.client import MiddlewareClient
-from codemate_setup.config import Limits
 from codemate_setup.download import DownloadItem, DownloadProgress, download_all
 from codemate_setup.download_hash import THREAD_NAME, BackgroundHasher, HashingError
 from codemate_setup.errors import InstallError, IntegrityError, SetupCancelledError
@@ -23,19 +23,7 @@ from codemate_setup.publish import publish_release
 
 CHUNK = 64 * 1024
 BIG = random.Random(23).randbytes(30 * CHUNK + 77)
-FAST = Limits(
-    backoff_base=0.01,
-    backoff_max=0.02,
-    max_retries=3,
-    connect_timeout=2.0,
-    read_timeout=2.0,
-    chunk_bytes=CHUNK,
-    disk_reserve_bytes=0,
-)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+FAST = fast_limits(chunk_bytes=CHUNK)
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:

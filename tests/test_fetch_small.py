@@ -6,11 +6,11 @@ it cannot produce are in test_http_wire.py.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
 import pytest
+from download_support import fast_limits, sha256
 from packaging.version import Version
 
 from codemate_setup.client import MiddlewareClient
@@ -23,20 +23,7 @@ from codemate_setup.small_transport import SmallFileTransport
 
 V1 = Version("1.0.0")
 FILES = {f"pkg/m{n}.py": f"value = {n}\n".encode() * 50 for n in range(6)}
-LIMITS = Limits(
-    backoff_base=0.01,
-    backoff_max=0.02,
-    max_retry_after=0.1,
-    max_retries=3,
-    connect_timeout=2.0,
-    read_timeout=1.0,
-    chunk_bytes=64 * 1024,
-    disk_reserve_bytes=0,
-)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+LIMITS = fast_limits(read_timeout=1.0)
 
 
 def items_for(stage: Path, paths: list[str] | None = None) -> list[DownloadItem]:

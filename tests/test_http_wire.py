@@ -8,7 +8,6 @@ bodies.
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.client
 import logging
 import socket
@@ -18,30 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from download_support import fast_limits, sha256
 from packaging.version import Version
 
 from codemate_setup.client import USER_AGENT, MiddlewareClient
-from codemate_setup.config import Limits
 from codemate_setup.download import DownloadItem, download_all
 from codemate_setup.errors import MiddlewareError
 from codemate_setup.http_wire import parse_head
 from codemate_setup.small_transport import SmallFileTransport
 
 V1 = Version("1.0.0")
-LIMITS = Limits(
-    backoff_base=0.01,
-    backoff_max=0.02,
-    max_retry_after=0.1,
-    max_retries=3,
-    connect_timeout=2.0,
-    read_timeout=1.0,
-    chunk_bytes=64 * 1024,
-    disk_reserve_bytes=0,
-)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+LIMITS = fast_limits(read_timeout=1.0)
 
 
 @pytest.fixture

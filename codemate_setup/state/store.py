@@ -57,14 +57,8 @@ class StateStore:
             StateFileError: If the file is unreadable, not JSON, or not shaped
                 like a state document.
         """
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StateFileError(f"cannot read the state file {self.path}: {e}") from e
-
-        return _parse(data, self.path)
+        data = self._read_bytes()
+        return None if data is None else _parse(data, self.path)
 
     def read_for_report(self) -> dict[str, Any] | None:
         """Read the document like :meth:`read`, for a command that only reports it.
@@ -128,18 +122,23 @@ class StateStore:
 
     def _read_locked(self) -> dict[str, Any] | None:
         last_write, self._last_write = self._last_write, None
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        data = self._read_bytes()
+        if data is None:
             return None
-        except OSError as e:
-            raise StateFileError(f"cannot read the state file {self.path}: {e}") from e
 
         if last_write is not None and data == last_write[0]:
             # Mutators edit the document in place, which is safe because no other
             # code keeps a reference to this store's copy.
             return last_write[1]
         return _parse(data, self.path)
+
+    def _read_bytes(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StateFileError(f"cannot read the state file {self.path}: {e}") from e
 
     def _move_aside(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())

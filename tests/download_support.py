@@ -1,0 +1,32 @@
+"""Shared settings of the download tests: fast retries and the file hash."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from codemate_setup.config import Limits
+
+
+def fast_limits(**overrides: Any) -> Limits:
+    """Return limits with retries and timeouts short enough for tests.
+
+    The retry logic is the default one; only its delays are shorter.
+    """
+    settings: dict[str, Any] = {
+        "backoff_base": 0.01,
+        "backoff_max": 0.02,
+        "max_retry_after": 0.1,
+        "max_retries": 3,
+        "connect_timeout": 2.0,
+        "read_timeout": 2.0,
+        "chunk_bytes": 64 * 1024,
+        "disk_reserve_bytes": 0,
+    }
+    settings.update(overrides)
+    return Limits(**settings)
+
+
+def sha256(data: bytes) -> str:
+    """Return the hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
