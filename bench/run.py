@@ -47,6 +47,9 @@ FULL_OUTPUT = ROOT / "docs" / "benchmarks.md"
 FULL_JSON = ROOT / "bench" / "results" / "latest.json"
 QUICK_OUTPUT = ROOT / "bench" / "results" / "quick.md"
 QUICK_JSON = ROOT / "bench" / "results" / "quick.json"
+# Options whose values are paths of the machine that runs the benchmarks, and
+# the placeholder the page shows instead.
+PATH_OPTIONS = {"--workdir": "DIR", "--output": "FILE", "--json": "FILE"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +219,22 @@ def _print_result(result: BenchResult, seconds: float) -> None:
     print(f"{result.name} ({seconds:.0f} s): {verdicts}")
 
 
+def _without_paths(arguments: list[str]) -> list[str]:
+    # The page shows the command, but not the folders of the machine it ran on.
+    shown = []
+    placeholder = None
+    for argument in arguments:
+        name, equals, _ = argument.partition("=")
+        if placeholder is not None:
+            shown.append(placeholder)
+        elif name in PATH_OPTIONS and equals:
+            shown.append(f"{name}={PATH_OPTIONS[name]}")
+        else:
+            shown.append(argument)
+        placeholder = PATH_OPTIONS.get(name) if not equals else None
+    return shown
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, run, and return the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -225,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    command = " ".join(["python bench/run.py", *arguments])
+    command = " ".join(["python bench/run.py", *_without_paths(arguments)])
     # Measure the toolkit as it runs after its first run, with bytecode caches.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     return run(args, command)

@@ -207,3 +207,20 @@ def test_check_compares_against_threshold(
 )
 def test_format_value_suits_magnitude(value: float, unit: str, text: str) -> None:
     assert format_value(value, unit) == text
+
+
+def test_command_hides_workdir_value() -> None:
+    shown = bench_run._without_paths(["--workdir", "/srv/data", "--only", "state"])
+    assert shown == ["--workdir", "DIR", "--only", "state"]
+
+
+def test_command_hides_joined_output_value() -> None:
+    assert bench_run._without_paths(["--output=/home/me/page.md"]) == ["--output=FILE"]
+
+
+def test_command_keeps_other_options() -> None:
+    assert bench_run._without_paths(["--quick", "--only", "setup"]) == [
+        "--quick",
+        "--only",
+        "setup",
+    ]
