@@ -24,11 +24,13 @@ and no request is sent twice. Its further attempts use the same connection.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -54,7 +56,13 @@ SMALL_FILE_BYTES = 256 * 1024
 # within the noise of each other for 5,000 files of 4 KiB.
 SMALL_FILE_WORKERS = 4
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+_WRITE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_TRUNC
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+)
 
 
 class SmallFileFetcher:
@@ -116,7 +124,7 @@ class SmallFileFetcher:
             run.make_folder(dest.parent)
             # The bytes are verified, so no part file is needed: a file cut
             # short by a crash fails the hash check of every later use.
-            fd = os.open(dest, _WRITE_FLAGS, 0o666)
+            fd = _open_for_write(dest)
             try:
                 view = memoryview(body)
                 while view:
@@ -161,6 +169,18 @@ class SmallFileFetcher:
                 self.fetched,
                 self.handed_over,
             )
+
+
+def _open_for_write(dest: Path) -> int:
+    try:
+        return os.open(dest, _WRITE_FLAGS, 0o666)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+    # A link left in staging is replaced, never followed, as a rename would.
+    logger.debug("replacing the link %s in staging", dest)
+    dest.unlink()
+    return os.open(dest, _WRITE_FLAGS, 0o666)
 
 
 def _is_clean(response: FastResponse, size: int) -> bool:

@@ -141,6 +141,11 @@ class _Connection:
             _Unsupported: If the head needs the ``requests`` path.
         """
         for _ in range(2):
+            if self.sock is not None and self.reused and self._has_unread_bytes():
+                # Bytes that no request asked for would be read as the next
+                # response, so this connection is out of step with the server.
+                logger.debug("unexpected bytes on an idle connection; reconnecting")
+                self.close()
             stale = self.sock is not None and self.reused
             if self.sock is None:
                 self._connect()
@@ -150,6 +155,10 @@ class _Connection:
             except _Unsupported:
                 self.close()
                 raise
+            except _ProtocolError as e:
+                # requests may read heads that this parser rejects.
+                self.close()
+                raise _Unsupported(f"a response head it could not parse ({e})") from e
             except _EXCHANGE_ERRORS as e:
                 received = bool(self.buffer)
                 self.close()
@@ -185,14 +194,33 @@ class _Connection:
         except BlockingIOError as e:
             raise TimeoutError("timed out") from e
 
+    def _has_unread_bytes(self) -> bool:
+        peek_flags = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
+        if self.buffer or not getattr(socket, "MSG_DONTWAIT", 0):
+            return bool(self.buffer)
+        assert self.sock is not None
+        try:
+            # An idle connection has nothing to read, and b"" means closed.
+            self.sock.recv(1, peek_flags)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return True
+
     def _read_head(self) -> _Head:
         buffer = self.buffer
         while True:
-            end = buffer.find(b"\r\n\r\n")
-            skip = 4
-            if end < 0:
-                end = buffer.find(b"\n\n")
-                skip = 2
+            # The head ends at the first empty line, with or without CRs.
+            ends = [
+                (index, skip)
+                for index, skip in (
+                    (buffer.find(b"\r\n\r\n"), 4),
+                    (buffer.find(b"\n\n"), 2),
+                )
+                if index >= 0
+            ]
+            end, skip = min(ends) if ends else (-1, 0)
             if end >= 0:
                 head = parse_head(bytes(buffer[:end]))
                 del buffer[: end + skip]

@@ -238,3 +238,16 @@ def test_small_file_cancel_stops_a_stalled_read(client, served, stage) -> None:
 
 def assert_file(stage: Path, path: str) -> None:
     assert (stage / path).read_bytes() == FILES[path]
+
+
+def test_small_file_replaces_link_in_staging(client, stage, tmp_path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"keep me\n")
+    (stage / "pkg").mkdir(parents=True)
+    (stage / "pkg/m0.py").symlink_to(outside)
+
+    download_all(client, items_for(stage, ["pkg/m0.py"]))
+
+    assert outside.read_bytes() == b"keep me\n"
+    assert not (stage / "pkg/m0.py").is_symlink()
+    assert (stage / "pkg/m0.py").read_bytes() == FILES["pkg/m0.py"]

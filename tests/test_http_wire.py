@@ -8,6 +8,7 @@ bodies.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import logging
 import socket
@@ -70,7 +71,8 @@ class RawServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
+        # A client that closes with bytes unread resets the connection.
+        with contextlib.suppress(ConnectionResetError), conn:
             buffer = b""
             while True:
                 while b"\r\n\r\n" not in buffer:
@@ -236,3 +238,43 @@ def test_parse_head_without_length_reads_to_close() -> None:
 def test_parse_head_rejects_invalid_heads(data: bytes) -> None:
     with pytest.raises(http.client.HTTPException):
         parse_head(data)
+
+
+def test_head_requests_accepts_goes_through_requests(stage) -> None:
+    body = b"payload"
+    answer = f"HTTP/1.1 200 OK\r\nContent-Length: +{len(body)}\r\n\r\n".encode() + body
+    with RawServer(lambda request: answer) as server:
+        fetch_from(server, raw_items(stage, 2))
+
+    assert (stage / "f1.py").read_bytes() == body
+
+
+def test_head_without_crs_ends_at_first_empty_line(stage) -> None:
+    body = b"a\r\n\r\nb"
+    answer = f"HTTP/1.1 200 OK\nContent-Length: {len(body)}\n\n".encode() + body
+    with RawServer(lambda request: answer) as server:
+        fetch_from(server, raw_items(stage, 2, body))
+
+    assert (stage / "f1.py").read_bytes() == body
+
+
+def test_late_bytes_on_idle_connection_dropped() -> None:
+    conns: list[socket.socket] = []
+
+    class RecordingServer(RawServer):
+        def _serve(self, conn: socket.socket) -> None:
+            conns.append(conn)
+            super()._serve(conn)
+
+    with RecordingServer(lambda request: respond(b"payload")) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        with MiddlewareClient(url, limits=LIMITS) as client:
+            transport = SmallFileTransport.for_client(client)
+            first = transport.open_stream(client.download_url(V1, "f0.py"))
+            first.read_body(7)
+            conns[0].sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            time.sleep(0.1)
+            second = transport.open_stream(client.download_url(V1, "f1.py"))
+
+            assert second.status_code == 200
+            assert server.connections == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from codemate_setup.errors import StateFileError
 from codemate_setup.state import Phase, SetupTracker, StateStore
 from codemate_setup.state.liveness import HEARTBEAT_INTERVAL
 from codemate_setup.state.schema import parse_iso
@@ -206,3 +207,26 @@ def test_deferred_phase_end_joins_setup_end(
     assert len(writes) == 1
     assert document["phases"][PHASE.value]["status"] == "completed"
     assert document["overall_status"] == "completed"
+
+
+def test_deferred_completion_kept_after_failed_write(
+    quiet_tracker: SetupTracker, state_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quiet_tracker.begin_step(PHASE, "a")
+    quiet_tracker.complete_step(PHASE, "a", defer=True)
+    real_replace = StateStore._replace_file
+
+    def full_disk(self: StateStore, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(StateStore, "_replace_file", full_disk)
+    with pytest.raises(StateFileError):
+        quiet_tracker.begin_step(PHASE, "b")
+    monkeypatch.setattr(StateStore, "_replace_file", real_replace)
+    quiet_tracker.begin_step(PHASE, "b")
+    assert read_phase(state_file)["steps_completed"] == ["a"]
+
+
+def test_deferred_info_rejects_non_json_value(quiet_tracker: SetupTracker) -> None:
+    with pytest.raises(TypeError, match="not valid JSON"):
+        quiet_tracker.set_phase_info(PHASE, "where", Path("/"), defer=True)

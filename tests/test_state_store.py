@@ -142,3 +142,14 @@ def test_store_rereads_after_failed_write(
     monkeypatch.setattr(StateStore, "_replace_file", real_replace)
     store.transact(bump, timeout=1.0)
     assert json.loads(store.path.read_text())["counter"] == 3
+
+
+def test_store_never_follows_temp_link(store: StateStore, tmp_path: Path) -> None:
+    write_counter_document(store.path, 1)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("keep me\n")
+    store.temp_path.symlink_to(outside)
+    store.transact(bump, timeout=1.0)
+    assert outside.read_text() == "keep me\n"
+    assert not store.path.is_symlink()
+    assert json.loads(store.path.read_text())["counter"] == 2

@@ -8,6 +8,7 @@ version of the file on disk is a complete document.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -24,6 +25,14 @@ from codemate_setup.state.schema import shape_problem
 logger = logging.getLogger(__name__)
 
 Mutator = Callable[[dict[str, Any] | None], dict[str, Any]]
+
+_TEMP_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_TRUNC
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+)
 
 
 class StateStore:
@@ -132,6 +141,17 @@ class StateStore:
             return last_write[1]
         return _parse(data, self.path)
 
+    def _open_temp(self) -> int:
+        try:
+            return os.open(self.temp_path, _TEMP_FLAGS, 0o644)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+        # A link at the temp name is removed, never followed out of the folder.
+        logger.warning("removed the link %s in place of the temp file", self.temp_path)
+        self.temp_path.unlink()
+        return os.open(self.temp_path, _TEMP_FLAGS, 0o644)
+
     def _read_bytes(self) -> bytes | None:
         try:
             return self.path.read_bytes()
@@ -168,9 +188,8 @@ class StateStore:
         self._last_write = (data, document)
 
     def _replace_file(self, data: bytes) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         try:
-            descriptor = os.open(self.temp_path, flags, 0o644)
+            descriptor = self._open_temp()
             try:
                 _write_all(descriptor, data)
                 if self.durable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -349,6 +350,8 @@ class SetupTracker:
             mutations.set_phase_key(document, phase, key, value)
 
         if defer:
+            # A value that cannot be written would fail every later write.
+            _require_json(key, value)
             self._hold_back(change)
         else:
             self._write_now(change)
@@ -414,18 +417,27 @@ class SetupTracker:
             mutations.refresh(document)
             return document
 
-        document = self._store.transact(mutate, timeout=timeout)
+        try:
+            document = self._store.transact(mutate, timeout=timeout)
+        except Exception:
+            self._restore(pending, held_back)
+            raise
         if document is None:
-            with self._mutex:
-                # Keep the held-back events for the next write.
-                for key, value in pending.items():
-                    self._pending.setdefault(key, value)
-                self._pending_changes[:0] = held_back
+            self._restore(pending, held_back)
             return None
 
         self._last_document = document
         self._last_write_at = time.monotonic()
         return document
+
+    def _restore(
+        self, pending: dict[str, dict[str, Any]], held_back: list[Change]
+    ) -> None:
+        # Keep the held-back events for the next write.
+        with self._mutex:
+            for key, value in pending.items():
+                self._pending.setdefault(key, value)
+            self._pending_changes[:0] = held_back
 
     def _start_heartbeat(self) -> None:
         self._stop_heartbeat()
@@ -460,6 +472,13 @@ class SetupTracker:
                 logger.warning("heartbeat write failed: %s", e)
             except Exception:  # the heartbeat must never end the setup
                 logger.exception("heartbeat write failed")
+
+
+def _require_json(key: str, value: Any) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"the value of {key!r} is not valid JSON: {e}") from e
 
 
 _trackers: dict[Path, SetupTracker] = {}
