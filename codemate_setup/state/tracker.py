@@ -361,7 +361,7 @@ class SetupTracker:
         self._write_now(lambda doc: mutations.set_top_key(doc, key, value))
 
     def flush(self) -> None:
-        """Write held-back progress now, if there is any."""
+        """Write held-back progress and changes now, if there are any."""
         with self._mutex:
             if not self._pending and not self._pending_changes:
                 return
