@@ -17,9 +17,10 @@ Only a clean exchange takes this path: a 200 whose ``Content-Length`` is the
 declared size, without ``Content-Encoding``, whose body arrives complete and
 has the declared hash. Anything else (another status, a wrong length, a
 connection that breaks, wrong bytes) is handed to ``FileDownload`` together
-with the response as received so far, replayed, so every check, retry,
-backoff, ``Retry-After`` wait and message stays the one of the regular path,
-and no request is sent twice. Its further attempts use the same connection.
+with the response as received so far. ``FileDownload`` replays that response,
+so every check, retry, backoff, ``Retry-After`` wait and message is the
+regular path's, and no request is sent twice. Its further attempts use the
+same connection.
 """
 
 from __future__ import annotations

@@ -381,15 +381,19 @@ def build_plan(
     kept: dict[str, FileState] = {}
     paths = sorted(target.files)
     for path, state in zip(paths, view.states(paths), strict=True):
-        wanted = target.files[path]
-        if _matches(state, wanted):
+        expected = target.files[path]
+        if _matches(state, expected):
             kept[path] = state
-            if compare_modes and wanted.mode is not None and state.mode != wanted.mode:
-                builder.chmods.append(Op(OpKind.CHMOD, path, wanted.mode, state.mode))
+            if (
+                compare_modes
+                and expected.mode is not None
+                and state.mode != expected.mode
+            ):
+                builder.chmods.append(Op(OpKind.CHMOD, path, expected.mode, state.mode))
             continue
 
-        downloads.append(wanted)
-        mode = wanted.mode
+        downloads.append(expected)
+        mode = expected.mode
         if mode is None and state.kind is PathKind.FILE:
             # NOTE: legacy manifests carry no modes, so a replaced file keeps
             # its mode and a new file gets the default mode. Executable bits
@@ -418,14 +422,14 @@ def build_plan(
     return plan
 
 
-def _matches(state: FileState, wanted: TargetFile) -> bool:
+def _matches(state: FileState, expected: TargetFile) -> bool:
     # A declared size that contradicts a matching hash makes the entry suspect,
     # so the file is fetched again and the download's size check decides.
     return (
         state.kind is PathKind.FILE
-        and wanted.sha256 is not None
-        and state.sha256 == wanted.sha256
-        and (wanted.size is None or state.size == wanted.size)
+        and expected.sha256 is not None
+        and state.sha256 == expected.sha256
+        and (expected.size is None or state.size == expected.size)
     )
 
 

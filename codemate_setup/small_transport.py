@@ -7,7 +7,7 @@ thread's own connection of :mod:`codemate_setup.http_wire`. The response is a
 ``requests.Response``.
 
 The transport speaks plain HTTP/1.1 to the middleware's own host. It is not
-used for https, through a proxy, or after the middleware answered a download
+used for https, through a proxy, or after the middleware replied to a download
 with a redirect or a ``Transfer-Encoding``: then every file takes the
 ``requests`` path as before.
 """
@@ -129,13 +129,13 @@ class FastResponse:
     def read(self, count: int, decode_content: bool = False) -> bytes:
         """Return ``count`` body bytes, fewer only at the end of the body."""
         parts = []
-        wanted = count
-        while wanted > 0:
-            chunk = self.read1(wanted)
+        remaining = count
+        while remaining > 0:
+            chunk = self.read1(remaining)
             if not chunk:
                 break
             parts.append(chunk)
-            wanted -= len(chunk)
+            remaining -= len(chunk)
         return b"".join(parts)
 
     def shutdown(self) -> None:
@@ -264,7 +264,7 @@ class SmallFileTransport:
         try:
             head = connection.exchange(request)
         except _Unsupported as e:
-            self.disable(f"the middleware answered a download with {e}")
+            self.disable(f"the middleware replied to a download with {e}")
             return self.client.open_stream(url, headers)
 
         response = FastResponse(connection, head, url)
