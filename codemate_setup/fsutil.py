@@ -92,9 +92,11 @@ def atomic_write_json(
     """Serialize ``document`` as UTF-8 JSON and write it atomically.
 
     The JSON is indented for people to read, unless ``compact`` is set.
+    Compact JSON escapes every non-ASCII character: the standard library's
+    encoder takes about half the time that way.
     """
     if compact:
-        text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(document, separators=(",", ":"))
     else:
         text = json.dumps(document, indent=2, ensure_ascii=False)
     data = text.encode("utf-8")

@@ -273,19 +273,45 @@ class InstallView:
                 install folder.
             InstallError: If a file cannot be read.
         """
+        # This loop runs for every installed file, so it looks names up once
+        # and handles an unchanged regular file inline.
         states = self._states
-        result = []
+        known_files = self._known
+        lstat = os.lstat
+        file_kind = PathKind.FILE
+        result: list[FileState] = []
+        append = result.append
         for path, target in zip(paths, self._inside.join_all(paths), strict=True):
             found = states.get(path)
             if found is None:
                 try:
-                    info = os.lstat(target)
+                    info = lstat(target)
                 except (FileNotFoundError, NotADirectoryError):
                     found = FileState(PathKind.MISSING)
                 else:
-                    found = self._describe(path, target, info)
+                    known = known_files.get(path)
+                    st_mode = info.st_mode
+                    if (
+                        known is not None
+                        and known.size == info.st_size
+                        and known.mtime_ns == info.st_mtime_ns
+                        and stat.S_ISREG(st_mode)
+                    ):
+                        # Built as make_records builds records, without a call.
+                        found = tuple.__new__(
+                            FileState,
+                            (
+                                file_kind,
+                                known.sha256,
+                                known.size,
+                                stat.S_IMODE(st_mode),
+                                known.mtime_ns,
+                            ),
+                        )
+                    else:
+                        found = self._describe(path, target, info)
                 states[path] = found
-            result.append(found)
+            append(found)
         return result
 
     def kind(self, path: str) -> PathKind:
@@ -322,11 +348,8 @@ class InstallView:
             and known.size == info.st_size
             and known.mtime_ns == info.st_mtime_ns
         ):
-            # Built as make_records builds records: this runs for every
-            # installed file.
-            return tuple.__new__(
-                FileState,
-                (PathKind.FILE, known.sha256, known.size, mode, known.mtime_ns),
+            return FileState(
+                PathKind.FILE, known.sha256, known.size, mode, known.mtime_ns
             )
 
         try:

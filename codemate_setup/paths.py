@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -151,16 +152,20 @@ def resolve_inside(
     """
     validate_release_path(release_path)
     target = root.joinpath(*PurePosixPath(release_path).parts)
+    _check_inside(root, target.parent, release_path, realpaths)
+    return target
 
+
+def _check_inside(
+    root: Path, folder: Path, release_path: str, realpaths: dict[Path, Path] | None
+) -> None:
     real_root = _realpath(root, realpaths)
-    real_parent = _realpath(target.parent, realpaths)
-    if real_parent != real_root and real_root not in real_parent.parents:
+    real_folder = _realpath(folder, realpaths)
+    if real_folder != real_root and real_root not in real_folder.parents:
         raise ManifestError(
             f"unsafe manifest path {release_path!r}: it resolves outside "
             f"{root} through a symbolic link"
         )
-
-    return target
 
 
 def _realpath(folder: Path, cache: dict[Path, Path] | None) -> Path:
@@ -190,7 +195,8 @@ class ReleaseRoot:
         self.root = root
         self._prefix = os.path.join(root, "")
         self._realpaths: dict[Path, Path] = {}
-        self._proven: set[str] = set()
+        # Paths are resolved against the root, so the root is inside.
+        self._proven: set[str] = {""}
 
     def join(self, release_path: str) -> str:
         """Join a release path to the root, proving it stays inside.
@@ -219,8 +225,26 @@ class ReleaseRoot:
         for path in release_paths:
             folder = path.rpartition("/")[0]
             if folder not in proven:
-                resolve_inside(self.root, path, realpaths=self._realpaths)
-                proven.add(folder)
+                self._prove(folder, path)
         if os.sep != "/":
             return [self._prefix + p.replace("/", os.sep) for p in release_paths]
         return [self._prefix + path for path in release_paths]
+
+    def _prove(self, folder: str, path: str) -> None:
+        """Prove that ``folder``, a folder above ``path``, resolves inside the root.
+
+        Its parent is proven first. A real folder (not a link) in a proven
+        folder is inside as well, so most folders cost one ``lstat``. A link or
+        a missing folder is resolved in full and checked.
+        """
+        parent = folder.rpartition("/")[0]
+        if parent not in self._proven:
+            self._prove(parent, path)
+        try:
+            is_real_folder = stat.S_ISDIR(os.lstat(self._prefix + folder).st_mode)
+        except OSError:
+            is_real_folder = False
+        if not is_real_folder:
+            where = self.root.joinpath(*folder.split("/"))
+            _check_inside(self.root, where, path, self._realpaths)
+        self._proven.add(folder)

@@ -79,6 +79,15 @@ def test_listing_round_trips_through_the_file(tmp_path: Path) -> None:
     assert load_listing(path) == LISTING
 
 
+def test_listing_with_non_ascii_path_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "installed.json"
+    files = {"données/café.py": InstalledFile(HASH_A, 3, 0o644, 1)}
+    listing = InstalledListing(version="3.0.0", files=files)
+    save_listing(path, listing)
+
+    assert load_listing(path) == listing
+
+
 def test_listing_of_format_1_is_still_read() -> None:
     assert listing_from_document(format_1_document()) == LISTING
 

@@ -410,3 +410,27 @@ def test_ipv6_loopback_url(example_releases, start_middleware):
 
     assert handle.url.startswith("http://[::1]:")
     assert get(handle, "/health").status_code == 200
+
+
+def test_manifest_rewritten_while_serving_is_sent_new(
+    example_releases, start_middleware
+):
+    handle = start_middleware(example_releases)
+    manifest = example_releases / "3.0.0" / "manifest.json"
+    before = get(handle, "/manifest/v3.0.0")
+    document = json.loads(manifest.read_bytes())
+    document["entry_point"] = "start_here.py"
+
+    manifest.write_text(json.dumps(document))
+    after = get(handle, "/manifest/v3.0.0")
+
+    assert after.json()["entry_point"] == "start_here.py"
+    assert after.headers["ETag"] != before.headers["ETag"]
+
+
+def test_manifest_sent_twice_is_the_same_body(middleware):
+    first = get(middleware, "/manifest/v3.0.0")
+    second = get(middleware, "/manifest/v3.0.0")
+
+    assert second.content == first.content
+    assert second.headers["ETag"] == first.headers["ETag"]

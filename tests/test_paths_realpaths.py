@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from codemate_setup import paths
 from codemate_setup.errors import ManifestError
 from codemate_setup.paths import (
     ReleaseRoot,
@@ -195,3 +196,40 @@ def test_release_root_join_all_names_first_unsafe_path(tmp_path: Path) -> None:
         ReleaseRoot(tmp_path).join_all(["a.py", "b/../../x.py", "/etc/passwd"])
 
     assert "'b/../../x.py'" in str(caught.value)
+
+
+def test_release_root_rejects_link_out_and_back_in(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    (app / "real").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (app / "pkg").symlink_to(tmp_path / "outside")
+    (tmp_path / "outside" / "back").symlink_to(app / "real")
+
+    with pytest.raises(ManifestError) as caught:
+        ReleaseRoot(app).join_all(["pkg/back/a.py", "pkg/b.py"])
+
+    assert "'pkg/back/a.py': it resolves outside" in str(caught.value)
+
+
+def test_release_root_accepts_link_to_folder_inside(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    (app / "real" / "sub").mkdir(parents=True)
+    (app / "pkg").symlink_to("real")
+
+    joined = ReleaseRoot(app).join_all(["pkg/sub/a.py"])
+
+    assert joined == [str(app / "pkg" / "sub" / "a.py")]
+
+
+def test_release_root_proves_real_folders_without_resolving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    resolved = []
+    monkeypatch.setattr(
+        paths.os.path, "realpath", lambda path: resolved.append(path) or path
+    )
+
+    ReleaseRoot(tmp_path).join_all(["top.py", "pkg/a.py", "pkg/sub/b.py"])
+
+    assert resolved == []

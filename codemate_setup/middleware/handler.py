@@ -8,8 +8,6 @@ objects ``{"status": 404, "error": "..."}``.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import socket
 import time
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from codemate_setup.middleware.faults import BodyPlan, ErrorFault, corrupt, plan_body
 from codemate_setup.middleware.records import RequestRecord
+from codemate_setup.middleware.releases import JsonBody, encode_body
 from codemate_setup.middleware.routing import (
     ByteRange,
     HttpError,
@@ -174,17 +173,17 @@ class MiddlewareHandler(BaseHTTPRequestHandler):
             self._send_download(route, send_body)
             return
 
-        self._send_json(HTTPStatus.OK, self._document(route), send_body=send_body)
+        self._send_body(HTTPStatus.OK, self._document(route), send_body=send_body)
 
-    def _document(self, route: Route) -> Any:
+    def _document(self, route: Route) -> JsonBody:
         store = self.server.store
         if route.endpoint == "health":
-            return store.health()
+            return encode_body(store.health())
         if route.endpoint == "releases":
-            return store.list_releases()
+            return encode_body(store.list_releases())
         if route.endpoint == "codebase":
-            return store.release_info(route.version)
-        return store.manifest(route.version)
+            return store.release_info_body(route.version)
+        return store.manifest_body(route.version)
 
     def _send_injected_error(self, injected: ErrorFault, send_body: bool) -> None:
         extra = {}
@@ -202,8 +201,20 @@ class MiddlewareHandler(BaseHTTPRequestHandler):
         send_body: bool,
         headers: dict[str, str] | None = None,
     ) -> None:
-        body = json.dumps(document, ensure_ascii=False).encode("utf-8") + b"\n"
-        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        self._send_body(
+            status, encode_body(document), send_body=send_body, headers=headers
+        )
+
+    def _send_body(
+        self,
+        status: HTTPStatus,
+        encoded: JsonBody,
+        *,
+        send_body: bool,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        body = encoded.data
+        etag = encoded.etag
         is_success = status == HTTPStatus.OK
 
         if is_success and etag_in(self.headers.get("If-None-Match"), etag):
