@@ -66,8 +66,14 @@ class HomeLayout:
     def create(
         cls, home: str | os.PathLike[str] | None = None, install_dir: str | None = None
     ) -> HomeLayout:
-        """Build the layout from flags, falling back to environment and defaults."""
+        """Build the layout from flags, falling back to environment and defaults.
+
+        Raises:
+            UsageError: If the home, or the nearest existing folder above it,
+                is not a folder.
+        """
         root = resolve_home(home)
+        _check_home(root)
         app = Path(os.path.expanduser(install_dir)).absolute() if install_dir else None
         return cls(home=root, install_dir=app or root / "app")
 
@@ -176,3 +182,17 @@ class RunOptions:
 def _is_port_number(text: str) -> bool:
     # isascii() keeps out digits of other scripts, which int() would accept.
     return text.isascii() and text.isdigit() and 0 < int(text) < 65536
+
+
+def _check_home(home: Path) -> None:
+    """Reject a home that cannot become a folder before anything is written."""
+    for candidate in (home, *home.parents):
+        if not os.path.lexists(candidate):
+            continue
+        if candidate.is_dir():
+            return
+        where = "it" if candidate == home else str(candidate)
+        raise UsageError(
+            f"invalid home {home}: {where} exists and is not a folder; choose a "
+            "folder with --home or CODEMATE_HOME"
+        )

@@ -83,3 +83,50 @@ def test_verification_non_ascii_digit_port_rejected(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "invalid QDRANT_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+HOME_SCRIPTS = [
+    ("update.py", "3.0.0", "--yes"),
+    ("verification_env.py", "--check-only"),
+    ("setup_orchestrator.py", "3.0.0", "--yes"),
+]
+
+
+def run_script_with_home(script: tuple[str, ...], home: Path):
+    return subprocess.run(
+        [sys.executable, str(ROOT / script[0]), *script[1:], "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("script", HOME_SCRIPTS, ids=lambda s: s[0])
+def test_home_that_is_a_file_is_invalid_usage(
+    tmp_path: Path, script: tuple[str, ...]
+) -> None:
+    home = tmp_path / "home"
+    home.write_text("notes\n")
+
+    result = run_script_with_home(script, home)
+
+    assert result.returncode == 2
+    assert f"invalid home {home}: it exists and is not a folder" in result.stderr
+    assert "cannot write a log file" not in result.stderr
+    assert home.read_text() == "notes\n"
+
+
+@pytest.mark.parametrize("script", HOME_SCRIPTS, ids=lambda s: s[0])
+def test_home_below_a_file_names_the_file(
+    tmp_path: Path, script: tuple[str, ...]
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("notes\n")
+
+    result = run_script_with_home(script, blocker / "home")
+
+    assert result.returncode == 2
+    assert f"{blocker} exists and is not a folder" in result.stderr
+    assert blocker.read_text() == "notes\n"
