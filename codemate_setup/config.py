@@ -107,6 +107,11 @@ class HomeLayout:
         return self.home / "environment"
 
     @property
+    def children_dir(self) -> Path:
+        """Records of the tools that a running verification has started."""
+        return self.home / "children"
+
+    @property
     def staging_dir(self) -> Path:
         return self.home / "staging"
 

@@ -273,6 +273,79 @@ def test_sigterm_during_creation_rolls_back(tmp_path: Path) -> None:
 
 
 GRANDCHILD_SECONDS = "97.125"
+ORPHAN_SECONDS = "98.375"
+
+
+def sleepers(seconds: str) -> list[int]:
+    import psutil
+
+    return [
+        process.info["pid"]
+        for process in psutil.process_iter(["pid", "cmdline", "status"])
+        if process.info["cmdline"] == ["sleep", seconds]
+        and process.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_during_creation_stops_tool_on_next_run(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    home = make_home(tmp_path)
+    hanging_python = tmp_path / "python3"
+    hanging_python.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-m" ]; then mkdir -p "$3/bin"; exec sleep {ORPHAN_SECONDS}; fi\n'
+        f'exec "{sys.executable}" "$@"\n'
+    )
+    hanging_python.chmod(0o755)
+    environ = {**os.environ, **free_port_variables()}
+    environ.pop("CODEMATE_SETUP_ID", None)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--home",
+            str(home),
+            "--python",
+            str(hanging_python),
+        ],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not sleepers(ORPHAN_SECONDS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    orphans = sleepers(ORPHAN_SECONDS)
+
+    second = run_cli(
+        "--home",
+        str(home),
+        "--installer",
+        "pip",
+        "--find-links",
+        str(wheelhouse),
+        "--no-index",
+        "--min-free-disk-mb",
+        "0",
+        "--min-memory-mb",
+        "0",
+        "--json",
+    )
+
+    assert len(orphans) == 1
+    assert second.returncode == 0, second.stderr
+    assert sleepers(ORPHAN_SECONDS) == []
+    leftover = check_by_id(json.loads(second.stdout), "environment.leftover")
+    assert leftover["status"] == "fixed"
+    assert leftover["value"] == (
+        f"stopped python -m venv (pid {orphans[0]}), left running by a "
+        "verification that was killed"
+    )
+    assert list((home / "children").iterdir()) == []
 
 
 def grandchildren_left() -> list[int]:

@@ -20,6 +20,7 @@ from codemate_setup.verify.environment import (
     gather_facts,
     interpreter_path,
 )
+from codemate_setup.verify.leftovers import ChildRecords, restore_interrupted_rebuild
 from codemate_setup.verify.model import CheckResult, CheckStatus
 from codemate_setup.verify.options import Installer
 from codemate_setup.verify.probe import InterpreterProbe, probe_interpreter
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 def prepare_environment(ctx: VerifyContext) -> None:
     """Step 3: find the environment, and create or rebuild it when needed."""
     env_dir = ctx.options.layout.environment_dir
+    if not ctx.options.check_only:
+        _clean_up_after_killed_run(ctx, env_dir)
     diagnosis = diagnose(gather_facts(env_dir))
     logger.debug("environment %s: %s (%s)", env_dir, diagnosis.state, diagnosis.reason)
 
@@ -53,6 +56,24 @@ def prepare_environment(ctx: VerifyContext) -> None:
         return
 
     _build_environment(ctx, diagnosis)
+
+
+def _clean_up_after_killed_run(ctx: VerifyContext, env_dir: Path) -> None:
+    """Stop the tools of a killed verification and undo its unfinished rebuild."""
+    records = ChildRecords(ctx.options.layout.children_dir)
+    for message in records.stop_leftovers():
+        ctx.add(
+            CheckResult(
+                "environment.leftover", "leftover tool", CheckStatus.FIXED, message
+            )
+        )
+    restored = restore_interrupted_rebuild(env_dir)
+    if restored is not None:
+        ctx.add(
+            CheckResult(
+                "environment.rebuild", "unfinished rebuild", CheckStatus.FIXED, restored
+            )
+        )
 
 
 def _probe_present(

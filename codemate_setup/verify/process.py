@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from codemate_setup.errors import SetupCancelledError, VerificationError
+from codemate_setup.verify.leftovers import current_records
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,23 @@ def run_logged(
         )
     except OSError as e:
         raise VerificationError(f"failed to start {label} ({command[0]}): {e}") from e
+
+    records = current_records()
+    record = records.add(child.pid, label) if records is not None else None
+    try:
+        return _wait_logged(child, timeout=timeout, cancel=cancel, label=label)
+    finally:
+        if records is not None:
+            records.remove(record)
+
+
+def _wait_logged(
+    child: subprocess.Popen[str],
+    *,
+    timeout: float,
+    cancel: threading.Event | None,
+    label: str,
+) -> ProcessResult:
 
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
     reader = threading.Thread(

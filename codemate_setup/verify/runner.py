@@ -23,6 +23,7 @@ from codemate_setup.verify import (
 )
 from codemate_setup.verify.context import PHASE, NullSink, ProgressSink, VerifyContext
 from codemate_setup.verify.environment import choose_installer, find_uv
+from codemate_setup.verify.leftovers import ChildRecords, recording_children
 from codemate_setup.verify.model import VerificationReport
 from codemate_setup.verify.options import VerifyOptions
 
@@ -95,13 +96,7 @@ def run_verification(
     sink.start_phase(PHASE, len(STEPS), first_step=first_step)
 
     try:
-        for name, step in STEPS:
-            ctx.check_cancelled()
-            logger.debug("step: %s", name)
-            if name != first_step:
-                sink.begin_step(PHASE, name)
-            step(ctx)
-            sink.complete_step(PHASE, name, defer=True)
+        _run_steps(ctx, sink, first_step)
     except SetupCancelledError as e:
         _record_end(sink, own_setup, "cancelled", str(e))
         raise
@@ -119,6 +114,21 @@ def run_verification(
     else:
         _record_end(sink, own_setup, "failed", _failure_sentence(report))
     return report
+
+
+def _run_steps(ctx: VerifyContext, sink: ProgressSink, first_step: str) -> None:
+    records = None
+    if not ctx.options.check_only:
+        # A check-only run starts no tool that changes anything, and writes nothing.
+        records = ChildRecords(ctx.options.layout.children_dir)
+    with recording_children(records):
+        for name, step in STEPS:
+            ctx.check_cancelled()
+            logger.debug("step: %s", name)
+            if name != first_step:
+                sink.begin_step(PHASE, name)
+            step(ctx)
+            sink.complete_step(PHASE, name, defer=True)
 
 
 def validate_options(options: VerifyOptions) -> None:

@@ -1,0 +1,202 @@
+"""Leftovers of a killed verification: recorded tools and an environment moved aside."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from codemate_setup.state.liveness import process_start_time
+from codemate_setup.verify.leftovers import (
+    ChildRecords,
+    recording_children,
+    restore_interrupted_rebuild,
+)
+from codemate_setup.verify.process import run_logged
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
+
+
+@pytest.fixture
+def tool() -> Iterator[subprocess.Popen]:
+    """A long-running tool in a process group of its own, as run_logged starts it."""
+    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def dead_pid() -> int:
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    return finished.pid
+
+
+def write_record(folder: Path, pid: int, start_time: object, owner_pid: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{pid}.json"
+    record = {
+        "pid": pid,
+        "start_time": start_time,
+        "label": "pip install",
+        "owner_pid": owner_pid,
+        "owner_start_time": process_start_time(owner_pid),
+    }
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_stop_leftovers_kills_tool_of_dead_verification(
+    tmp_path: Path, tool: subprocess.Popen
+) -> None:
+    folder = tmp_path / "children"
+    record = write_record(folder, tool.pid, process_start_time(tool.pid), dead_pid())
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == [
+        f"stopped pip install (pid {tool.pid}), left running by a verification "
+        "that was killed"
+    ]
+    assert tool.wait(timeout=5) == -9
+    assert not record.exists()
+
+
+def test_stop_leftovers_leaves_tool_of_live_verification(
+    tmp_path: Path, tool: subprocess.Popen
+) -> None:
+    folder = tmp_path / "children"
+    record = write_record(folder, tool.pid, process_start_time(tool.pid), os.getpid())
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == []
+    assert tool.poll() is None
+    assert record.exists()
+
+
+def test_stop_leftovers_spares_recycled_pid(
+    tmp_path: Path, tool: subprocess.Popen
+) -> None:
+    folder = tmp_path / "children"
+    started = process_start_time(tool.pid)
+    record = write_record(folder, tool.pid, started - 3600, dead_pid())
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == []
+    assert tool.poll() is None
+    assert not record.exists()
+
+
+def test_stop_leftovers_drops_record_of_exited_tool(tmp_path: Path) -> None:
+    folder = tmp_path / "children"
+    record = write_record(folder, dead_pid(), 1.0, dead_pid())
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == []
+    assert not record.exists()
+
+
+def test_stop_leftovers_drops_unreadable_record(tmp_path: Path) -> None:
+    folder = tmp_path / "children"
+    folder.mkdir()
+    (folder / "123.json").write_text("{not json")
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == []
+    assert list(folder.iterdir()) == []
+
+
+def test_stop_leftovers_without_folder_finds_nothing(tmp_path: Path) -> None:
+    assert ChildRecords(tmp_path / "children").stop_leftovers() == []
+
+
+def test_run_logged_records_tool_while_it_runs(tmp_path: Path) -> None:
+    folder = tmp_path / "children"
+    show = "import os, sys; print(sorted(os.listdir(sys.argv[1])))"
+
+    with recording_children(ChildRecords(folder)):
+        result = run_logged(
+            [sys.executable, "-c", show, str(folder)], timeout=30, label="lister"
+        )
+
+    listed = result.output_tail[-1]
+    assert listed.startswith("['") and listed.endswith(".json']")
+    assert list(folder.iterdir()) == []
+
+
+def test_run_logged_outside_recording_writes_nothing(tmp_path: Path) -> None:
+    run_logged([sys.executable, "-c", "pass"], timeout=30, label="nothing")
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def make_environment(folder: Path, marker: str) -> None:
+    (folder / "bin").mkdir(parents=True)
+    (folder / "marker").write_text(marker)
+
+
+def test_restore_puts_back_environment_moved_aside(tmp_path: Path) -> None:
+    env_dir = tmp_path / "environment"
+    make_environment(tmp_path / ".environment.old-999999-1", "old")
+    make_environment(env_dir, "half-built")
+
+    message = restore_interrupted_rebuild(env_dir)
+
+    assert message == (
+        f"restored {env_dir} as it was before a rebuild that was interrupted, and "
+        "deleted the half-built one"
+    )
+    assert (env_dir / "marker").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["environment"]
+
+
+def test_restore_keeps_only_the_latest_aside(tmp_path: Path) -> None:
+    env_dir = tmp_path / "environment"
+    make_environment(tmp_path / ".environment.old-999999-1", "older")
+    make_environment(tmp_path / ".environment.old-999999-2", "latest")
+
+    restore_interrupted_rebuild(env_dir)
+
+    assert (env_dir / "marker").read_text() == "latest"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["environment"]
+
+
+def test_restore_ignores_own_rebuild(tmp_path: Path) -> None:
+    env_dir = tmp_path / "environment"
+    own = tmp_path / f".environment.old-{os.getpid()}-1"
+    make_environment(own, "mine")
+    make_environment(env_dir, "building")
+
+    message = restore_interrupted_rebuild(env_dir)
+
+    assert message is None
+    assert (env_dir / "marker").read_text() == "building"
+    assert own.exists()
+
+
+def test_restore_without_aside_changes_nothing(tmp_path: Path) -> None:
+    env_dir = tmp_path / "environment"
+    make_environment(env_dir, "current")
+
+    assert restore_interrupted_rebuild(env_dir) is None
+    assert (env_dir / "marker").read_text() == "current"
+
+
+def test_restore_orders_asides_by_time_not_pid(tmp_path: Path) -> None:
+    env_dir = tmp_path / "environment"
+    make_environment(tmp_path / ".environment.old-9-200", "latest")
+    make_environment(tmp_path / ".environment.old-10-100", "older")
+
+    restore_interrupted_rebuild(env_dir)
+
+    assert (env_dir / "marker").read_text() == "latest"
