@@ -11,16 +11,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from codemate_setup.cli import add_home_arguments, add_middleware_arguments
-from codemate_setup.config import HomeLayout, resolve_middleware_url, service_ports
-from codemate_setup.errors import ExitCode, SetupError, UsageError
-from codemate_setup.logs import configure_run_logging
-from codemate_setup.middleware_url import validate_base_url
-from codemate_setup.orchestrator.display import ProgressDisplay
-from codemate_setup.orchestrator.options import SetupOptions
-from codemate_setup.orchestrator.status import show_status, wait_for_setup
-from codemate_setup.orchestrator.workflow import SetupResult, run_setup
-from codemate_setup.versions import parse_version
+from codemate_setup.startup import interrupt_exits_quietly
+
+with interrupt_exits_quietly(__name__ == "__main__"):
+    from codemate_setup.cli import add_home_arguments, add_middleware_arguments
+    from codemate_setup.config import HomeLayout, resolve_middleware_url, service_ports
+    from codemate_setup.errors import ExitCode, SetupError, UsageError
+    from codemate_setup.logs import configure_run_logging
+    from codemate_setup.middleware_url import validate_base_url
+    from codemate_setup.orchestrator.display import ProgressDisplay
+    from codemate_setup.orchestrator.options import SetupOptions
+    from codemate_setup.orchestrator.status import show_status, wait_for_setup
+    from codemate_setup.orchestrator.workflow import SetupResult, run_setup
+    from codemate_setup.versions import parse_version
 
 logger = logging.getLogger("setup_orchestrator")
 

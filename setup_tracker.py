@@ -13,11 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from codemate_setup.config import resolve_home
-from codemate_setup.errors import ExitCode, SetupError
-from codemate_setup.state import SetupTracker, get_tracker
-from codemate_setup.state.report import format_state
-from codemate_setup.state.store import StateStore
+from codemate_setup.startup import interrupt_exits_quietly
+
+with interrupt_exits_quietly(__name__ == "__main__"):
+    from codemate_setup.config import resolve_home
+    from codemate_setup.errors import ExitCode, SetupError
+    from codemate_setup.state import SetupTracker, get_tracker
+    from codemate_setup.state.report import format_state
+    from codemate_setup.state.store import StateStore
 
 __all__ = ["SetupTracker", "get_tracker", "main"]
 

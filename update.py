@@ -24,21 +24,29 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from codemate_setup.backups import list_backups
-from codemate_setup.cli import add_home_arguments, add_middleware_arguments
-from codemate_setup.client import MiddlewareClient
-from codemate_setup.config import HomeLayout, RunOptions, resolve_middleware_url
-from codemate_setup.errors import ExitCode, SetupCancelledError, SetupError, UsageError
-from codemate_setup.homefiles import read_installed_version, recover_and_report
-from codemate_setup.logs import configure_run_logging
-from codemate_setup.orchestrator.signals import CancelToken, cancel_on_signals
-from codemate_setup.resolve import release_versions
-from codemate_setup.rollback import run_rollback
-from codemate_setup.setuplock import hold_setup_lock
-from codemate_setup.state import Phase, SetupTracker
-from codemate_setup.steps import StepReporter, run_reported_phase
-from codemate_setup.updater import UpdateResult, run_update
-from codemate_setup.versions import parse_version
+from codemate_setup.startup import interrupt_exits_quietly
+
+with interrupt_exits_quietly(__name__ == "__main__"):
+    from codemate_setup.backups import list_backups
+    from codemate_setup.cli import add_home_arguments, add_middleware_arguments
+    from codemate_setup.client import MiddlewareClient
+    from codemate_setup.config import HomeLayout, RunOptions, resolve_middleware_url
+    from codemate_setup.errors import (
+        ExitCode,
+        SetupCancelledError,
+        SetupError,
+        UsageError,
+    )
+    from codemate_setup.homefiles import read_installed_version, recover_and_report
+    from codemate_setup.logs import configure_run_logging
+    from codemate_setup.orchestrator.signals import CancelToken, cancel_on_signals
+    from codemate_setup.resolve import release_versions
+    from codemate_setup.rollback import run_rollback
+    from codemate_setup.setuplock import hold_setup_lock
+    from codemate_setup.state import Phase, SetupTracker
+    from codemate_setup.steps import StepReporter, run_reported_phase
+    from codemate_setup.updater import UpdateResult, run_update
+    from codemate_setup.versions import parse_version
 
 logger = logging.getLogger("update")
 

@@ -15,23 +15,31 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from codemate_setup.cli import add_home_arguments, add_middleware_arguments
-from codemate_setup.config import HomeLayout, resolve_middleware_url
-from codemate_setup.errors import ExitCode, SetupError
-from codemate_setup.logs import configure_run_logging
-from codemate_setup.orchestrator.signals import CancelToken, cancel_on_signals
-from codemate_setup.setuplock import hold_setup_lock
-from codemate_setup.verify import Installer, Thresholds, VerifyOptions, run_verification
-from codemate_setup.verify.model import VerificationReport
-from codemate_setup.verify.options import (
-    MIB,
-    MIN_FREE_DISK_VARIABLE,
-    MIN_MEMORY_VARIABLE,
-    parse_megabytes,
-    threshold_from_environment,
-)
-from codemate_setup.verify.report import format_json, format_report
-from codemate_setup.verify.runner import validate_options
+from codemate_setup.startup import interrupt_exits_quietly
+
+with interrupt_exits_quietly(__name__ == "__main__"):
+    from codemate_setup.cli import add_home_arguments, add_middleware_arguments
+    from codemate_setup.config import HomeLayout, resolve_middleware_url
+    from codemate_setup.errors import ExitCode, SetupError
+    from codemate_setup.logs import configure_run_logging
+    from codemate_setup.orchestrator.signals import CancelToken, cancel_on_signals
+    from codemate_setup.setuplock import hold_setup_lock
+    from codemate_setup.verify import (
+        Installer,
+        Thresholds,
+        VerifyOptions,
+        run_verification,
+    )
+    from codemate_setup.verify.model import VerificationReport
+    from codemate_setup.verify.options import (
+        MIB,
+        MIN_FREE_DISK_VARIABLE,
+        MIN_MEMORY_VARIABLE,
+        parse_megabytes,
+        threshold_from_environment,
+    )
+    from codemate_setup.verify.report import format_json, format_report
+    from codemate_setup.verify.runner import validate_options
 
 logger = logging.getLogger("verification_env")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,46 @@ def test_home_below_a_file_names_the_file(
     assert result.returncode == 2
     assert f"{blocker} exists and is not a folder" in result.stderr
     assert blocker.read_text() == "notes\n"
+
+
+INTERRUPTING_MODULE = """\
+import os
+import signal
+import time
+
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize(
+    "script",
+    [*HOME_SCRIPTS, ("setup_tracker.py",)],
+    ids=lambda s: s[0],
+)
+def test_ctrl_c_while_loading_exits_130_quietly(
+    tmp_path: Path, script: tuple[str, ...]
+) -> None:
+    # A module that every script loads (psutil) is replaced by one that sends
+    # SIGINT to its own process while it is being imported.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "psutil.py").write_text(INTERRUPTING_MODULE)
+    home = tmp_path / "home"
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(shim), env["PYTHONPATH"]])
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script[0]), *script[1:], "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == 130
+    assert result.stderr == (
+        "error: interrupted by the user while starting; nothing was changed\n"
+    )
+    assert not home.exists()
