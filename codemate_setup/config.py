@@ -145,6 +145,10 @@ class Limits:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     max_retry_after: float = 60.0
+    # A download attempt that brings fewer bytes than this in any window of
+    # low_speed_seconds counts as stalled and is retried; 0 turns this off.
+    low_speed_bytes: int = 1024
+    low_speed_seconds: float = 30.0
     download_workers: int = 8
     chunk_bytes: int = 1024 * 1024
     keep_backups: int = 3

@@ -18,6 +18,7 @@ import urllib3.exceptions
 
 from codemate_setup.download_hash import BackgroundHasher, HashingError
 from codemate_setup.download_run import DownloadRun, PlannedItem, hash_stream
+from codemate_setup.download_stall import StallGuard
 from codemate_setup.errors import InstallError, IntegrityError, MiddlewareError
 from codemate_setup.fsutil import replace_with_retry
 from codemate_setup.partial import (
@@ -415,6 +416,7 @@ class FileDownload:
         total = self._expected_total()
         limit = total if total is not None else run.limits.max_file_bytes
         handle = part.handle
+        guard = StallGuard(run.limits.low_speed_bytes, run.limits.low_speed_seconds)
 
         while part.received < limit:
             run.raise_if_stopped()
@@ -431,6 +433,10 @@ class FileDownload:
             part.received += len(chunk)
             run.count("bytes_downloaded", len(chunk))
             self._credit(part.received)
+            stalled = guard.add(len(chunk))
+            if stalled is not None:
+                # Retried like a cut connection, so the bytes so far are kept.
+                raise _Transient(stalled)
 
         self._check_body_end(read, part, total, limit)
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from codemate_setup.download_file import FileDownload
+from codemate_setup.download_stall import StallGuard
 from codemate_setup.errors import InstallError
 from codemate_setup.filestore import VerifiedFile
 from codemate_setup.small_transport import FastResponse, SmallFileTransport
@@ -107,7 +108,10 @@ class SmallFileFetcher:
             return
 
         if isinstance(response, FastResponse) and _is_clean(response, item.size):
-            body, error = response.read_body(item.size)
+            limits = run.limits
+            # A stalled body goes to FileDownload, which retries it.
+            guard = StallGuard(limits.low_speed_bytes, limits.low_speed_seconds)
+            body, error = response.read_body(item.size, guard)
             if error is None and len(body) == item.size:
                 digest = hashlib.sha256(body).hexdigest()
                 if digest == item.sha256.lower():

@@ -28,6 +28,7 @@ from requests.auth import _basic_auth_str
 from requests.structures import CaseInsensitiveDict
 
 from codemate_setup.client import USER_AGENT
+from codemate_setup.download_stall import StallGuard
 from codemate_setup.http_wire import (
     _EXCHANGE_ERRORS,
     _Connection,
@@ -72,12 +73,19 @@ class FastResponse:
         """The response headers, looked up without regard to case."""
         return CaseInsensitiveDict(self._head.headers)
 
-    def read_body(self, limit: int) -> tuple[bytes, BaseException | None]:
+    def read_body(
+        self, limit: int, guard: StallGuard | None = None
+    ) -> tuple[bytes, BaseException | None]:
         """Read the whole body, at most ``limit`` bytes, keeping any error.
+
+        Args:
+            limit: Bytes to read at most.
+            guard: Stops the read early, without an error, when the body
+                arrives too slowly.
 
         Returns:
             The bytes received and the exception that ended the read early,
-            or None when the body arrived complete.
+            or None when the body arrived complete or the guard stopped it.
         """
         parts = []
         received = 0
@@ -90,6 +98,8 @@ class FastResponse:
                 break
             parts.append(chunk)
             received += len(chunk)
+            if guard is not None and guard.add(len(chunk)) is not None:
+                break
         return b"".join(parts), None
 
     def replay(self, data: bytes, error: BaseException | None) -> None:

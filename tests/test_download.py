@@ -630,6 +630,55 @@ def test_failure_stops_other_downloads(client, served, stage) -> None:
     assert part_path(stage / "big.bin").exists()
 
 
+# Stalled transfers
+
+
+@pytest.mark.timeout(30)
+def test_stalled_download_fails_after_retries(served, stage) -> None:
+    served.set_faults(FaultConfig(bytes_per_second=200))
+    limits = fast_limits(low_speed_bytes=1000, low_speed_seconds=0.3, max_retries=1)
+    item = item_for(stage, "big.bin")
+
+    with (
+        MiddlewareClient(served.url, limits=limits) as slow_client,
+        pytest.raises(MiddlewareError) as caught,
+    ):
+        download_all(slow_client, [item])
+
+    message = str(caught.value)
+    assert "failed after 2 attempts: the transfer stalled: " in message
+    assert "fewer than the 1000 bytes required every 0.3 s" in message
+    assert not item.dest.exists()
+    assert 0 < part_path(item.dest).stat().st_size < len(BIG)
+
+
+@pytest.mark.timeout(30)
+def test_stalled_small_file_fails_after_retries(served, stage) -> None:
+    served.set_faults(FaultConfig(bytes_per_second=5, path_glob="small.txt"))
+    limits = fast_limits(low_speed_bytes=100, low_speed_seconds=0.3, max_retries=1)
+    item = item_for(stage, "small.txt")
+
+    with (
+        MiddlewareClient(served.url, limits=limits) as slow_client,
+        pytest.raises(MiddlewareError, match="the transfer stalled: "),
+    ):
+        download_all(slow_client, [item])
+
+    assert not item.dest.exists()
+
+
+@pytest.mark.timeout(30)
+def test_slow_download_above_floor_completes(served, stage) -> None:
+    served.set_faults(FaultConfig(bytes_per_second=2_000_000))
+    limits = fast_limits(low_speed_bytes=1000, low_speed_seconds=0.3, max_retries=0)
+    item = item_for(stage, "big.bin")
+
+    with MiddlewareClient(served.url, limits=limits) as slow_client:
+        download_all(slow_client, [item])
+
+    assert item.dest.read_bytes() == BIG
+
+
 # Invalid input
 
 

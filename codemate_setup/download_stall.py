@@ -1,0 +1,57 @@
+"""A floor on download speed, so that a trickling server cannot hold a file forever.
+
+The read timeout bounds each wait for bytes, but a server that sends one byte
+every few seconds never trips it. A transfer that receives fewer than
+``min_bytes`` in any window of ``window_seconds`` counts as stalled, as
+curl's ``--speed-limit`` and ``--speed-time`` do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class StallGuard:
+    """Measure one transfer attempt's bytes per window and tell when it stalls.
+
+    Args:
+        min_bytes: Bytes that each window must bring; 0 turns the check off.
+        window_seconds: Length of a window.
+        clock: Monotonic clock in seconds, replaceable in tests.
+    """
+
+    def __init__(
+        self,
+        min_bytes: int,
+        window_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.min_bytes = min_bytes
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._window_start = clock()
+        self._window_bytes = 0
+
+    def add(self, count: int) -> str | None:
+        """Count ``count`` bytes just received.
+
+        Returns:
+            Why the transfer counts as stalled, or None while it goes fast enough.
+        """
+        if self.min_bytes <= 0:
+            return None
+        self._window_bytes += count
+        now = self._clock()
+        elapsed = now - self._window_start
+        if elapsed < self.window_seconds:
+            return None
+        if self._window_bytes < self.min_bytes:
+            return (
+                f"the transfer stalled: {self._window_bytes} bytes arrived in "
+                f"{elapsed:.1f} s, fewer than the {self.min_bytes} bytes required "
+                f"every {self.window_seconds:g} s"
+            )
+        self._window_start = now
+        self._window_bytes = 0
+        return None
