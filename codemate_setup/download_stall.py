@@ -2,8 +2,8 @@
 
 The read timeout bounds each wait for bytes, but a server that sends one byte
 every few seconds never trips it. A transfer that receives fewer than
-``min_bytes`` in any window of ``window_seconds`` counts as stalled, as
-curl's ``--speed-limit`` and ``--speed-time`` do.
+``min_bytes`` in any window of ``window_seconds`` counts as stalled. curl's
+``--speed-limit`` and ``--speed-time`` options set a similar floor.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 
 class StallGuard:
-    """Measure one transfer attempt's bytes per window and tell when it stalls.
+    """The bytes per window of one transfer attempt, checked against a floor.
 
     Args:
         min_bytes: Bytes that each window must bring; 0 turns the check off.
