@@ -6,14 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from codemate_setup.state.liveness import process_start_time
 from codemate_setup.verify.leftovers import (
     ChildRecords,
+    StopResult,
     recording_children,
     restore_interrupted_rebuild,
 )
@@ -61,8 +64,11 @@ def test_stop_leftovers_kills_tool_of_dead_verification(
     messages = ChildRecords(folder).stop_leftovers()
 
     assert messages == [
-        f"stopped pip install (pid {tool.pid}), left running by a verification "
-        "that was killed"
+        StopResult(
+            True,
+            f"stopped pip install (pid {tool.pid}), left running by a verification "
+            "that was killed",
+        )
     ]
     assert tool.wait(timeout=5) == -9
     assert not record.exists()
@@ -118,6 +124,150 @@ def test_stop_leftovers_drops_unreadable_record(tmp_path: Path) -> None:
 
 def test_stop_leftovers_without_folder_finds_nothing(tmp_path: Path) -> None:
     assert ChildRecords(tmp_path / "children").stop_leftovers() == []
+
+
+def test_stop_leftovers_kills_tool_of_zombie_verification(
+    tmp_path: Path, tool: subprocess.Popen
+) -> None:
+    folder = tmp_path / "children"
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    while psutil.Process(owner.pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.01)
+    record = write_record(folder, tool.pid, process_start_time(tool.pid), owner.pid)
+
+    try:
+        messages = ChildRecords(folder).stop_leftovers()
+    finally:
+        owner.wait()
+
+    assert len(messages) == 1
+    assert tool.wait(timeout=5) == -9
+    assert not record.exists()
+
+
+def test_stop_leftovers_spares_process_outside_own_session(tmp_path: Path) -> None:
+    folder = tmp_path / "children"
+    # Shares the process group of pytest, as no tool of run_logged does.
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        write_record(folder, sleeper.pid, process_start_time(sleeper.pid), dead_pid())
+
+        messages = ChildRecords(folder).stop_leftovers()
+
+        assert messages == []
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_stop_leftovers_spares_own_process_group(tmp_path: Path) -> None:
+    folder = tmp_path / "children"
+    # The child leads a session and a process group, as a tool does, and finds
+    # a record of itself: killing that group would kill the child.
+    script = (
+        "import json, os, sys\n"
+        "from pathlib import Path\n"
+        "from codemate_setup.state.liveness import process_start_time\n"
+        "from codemate_setup.verify.leftovers import ChildRecords\n"
+        "folder = Path(sys.argv[1])\n"
+        "pid = os.getpid()\n"
+        "record = {'pid': pid, 'start_time': process_start_time(pid),\n"
+        "          'label': 'x', 'owner_pid': int(sys.argv[2]),\n"
+        "          'owner_start_time': 1.0}\n"
+        "os.makedirs(folder)\n"
+        "(folder / f'{pid}.json').write_text(json.dumps(record))\n"
+        "print(len(ChildRecords(folder).stop_leftovers()))\n"
+    )
+
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(folder), str(dead_pid())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("start_time", [None, "0", True, [1]])
+def test_stop_leftovers_spares_invalid_start_time(
+    tmp_path: Path, tool: subprocess.Popen, start_time: object
+) -> None:
+    folder = tmp_path / "children"
+    record = write_record(folder, tool.pid, start_time, dead_pid())
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == []
+    assert tool.poll() is None
+    assert not record.exists()
+
+
+def test_stop_leftovers_spares_record_of_other_pid(
+    tmp_path: Path, tool: subprocess.Popen
+) -> None:
+    folder = tmp_path / "children"
+    record = write_record(folder, tool.pid, process_start_time(tool.pid), dead_pid())
+    renamed = record.rename(folder / "1.json")
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == []
+    assert tool.poll() is None
+    assert not renamed.exists()
+
+
+def test_stop_leftovers_drops_oversized_record(tmp_path: Path) -> None:
+    folder = tmp_path / "children"
+    folder.mkdir()
+    (folder / "123.json").write_text(" " * 100_000 + "{}")
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == []
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "symlink"])
+def test_stop_leftovers_ignores_non_file_record(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "children"
+    folder.mkdir()
+    path = folder / "123.json"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        target = tmp_path / "target.json"
+        target.write_text("{}")
+        path.symlink_to(target)
+
+    messages = ChildRecords(folder).stop_leftovers()
+
+    assert messages == []
+    assert os.path.lexists(path)
+
+
+def test_stop_leftovers_keeps_other_files(tmp_path: Path) -> None:
+    folder = tmp_path / "children"
+    folder.mkdir()
+    (folder / "settings.json").write_text("{}")
+    (folder / "notes.txt").write_text("keep")
+
+    ChildRecords(folder).stop_leftovers()
+
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "settings.json"]
+
+
+def test_stop_leftovers_with_file_as_folder_finds_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "children"
+    folder.write_text("not a folder")
+
+    assert ChildRecords(folder).stop_leftovers() == []
 
 
 def test_run_logged_records_tool_while_it_runs(tmp_path: Path) -> None:

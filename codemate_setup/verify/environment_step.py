@@ -61,11 +61,10 @@ def prepare_environment(ctx: VerifyContext) -> None:
 def _clean_up_after_killed_run(ctx: VerifyContext, env_dir: Path) -> None:
     """Stop the tools of a killed verification and undo its unfinished rebuild."""
     records = ChildRecords(ctx.options.layout.children_dir)
-    for message in records.stop_leftovers():
+    for result in records.stop_leftovers():
+        status = CheckStatus.FIXED if result.stopped else CheckStatus.WARN
         ctx.add(
-            CheckResult(
-                "environment.leftover", "leftover tool", CheckStatus.FIXED, message
-            )
+            CheckResult("environment.leftover", "leftover tool", status, result.message)
         )
     restored = restore_interrupted_rebuild(env_dir)
     if restored is not None:

@@ -18,11 +18,14 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -33,6 +36,16 @@ logger = logging.getLogger(__name__)
 # Seconds to wait for a stopped tool to exit.
 STOP_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.05
+# A record has about 150 bytes, so a larger file is not one that add() wrote.
+_MAX_RECORD_BYTES = 64 * 1024
+_RECORD_NAME = re.compile(r"[1-9][0-9]*\.json")
+
+
+class StopResult(NamedTuple):
+    """Outcome of stopping one leftover tool."""
+
+    stopped: bool
+    message: str
 
 
 class ChildRecords:
@@ -73,14 +86,19 @@ class ChildRecords:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def stop_leftovers(self) -> list[str]:
+    def stop_leftovers(self) -> list[StopResult]:
         """Stop the recorded tools whose verification is gone.
 
+        Only regular files named ``PID.json`` count as records. Anything else
+        in the folder is left alone, so that a folder which links to another
+        place loses none of its own files.
+
         Returns:
-            One sentence per tool that was still running and is now stopped.
+            One result per tool that was still running. A tool that still
+            runs after SIGKILL keeps its record, so the next run tries again.
         """
-        stopped = []
-        for path in sorted(self.folder.glob("*.json")):
+        results = []
+        for path in self._record_paths():
             record = _read_record(path)
             if record is not None and _alive(
                 record.get("owner_pid"), record.get("owner_start_time")
@@ -89,9 +107,38 @@ class ChildRecords:
             if record is not None and _alive(
                 record.get("pid"), record.get("start_time")
             ):
-                stopped.append(_stop_group(record["pid"], str(record.get("label"))))
+                result = _stop_tool(record["pid"], str(record.get("label")))
+                if result is not None:
+                    results.append(result)
+                if result is not None and not result.stopped:
+                    continue
             self.remove(path)
-        return stopped
+        return results
+
+    def _record_paths(self) -> list[Path]:
+        """List the record files, skipping links, folders and other names."""
+        try:
+            names = sorted(os.listdir(self.folder))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            logger.warning("cannot list the tool records in %s: %s", self.folder, e)
+            return []
+
+        paths = []
+        for name in names:
+            if _RECORD_NAME.fullmatch(name) is None:
+                continue
+            path = self.folder / name
+            try:
+                regular = stat.S_ISREG(path.lstat().st_mode)
+            except OSError:
+                continue
+            if regular:
+                paths.append(path)
+            else:
+                logger.warning("ignoring %s: a tool record is a regular file", path)
+        return paths
 
 
 _current: ChildRecords | None = None
@@ -161,22 +208,39 @@ def _moved_at(aside: Path) -> int:
 
 
 def _read_record(path: Path) -> dict | None:
+    """Return the record in ``path``, or None if it is not one that add() wrote."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            data = file.read(_MAX_RECORD_BYTES + 1)
+        if len(data) > _MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
+        record = json.loads(data.decode("utf-8"))
     except (OSError, ValueError) as e:
         logger.warning("ignoring the unreadable tool record %s: %s", path, e)
         return None
-    return record if isinstance(record, dict) else None
+    # The file name is the tool's pid, as add() writes it.
+    if not isinstance(record, dict) or str(record.get("pid")) != path.stem:
+        logger.warning(
+            "ignoring the tool record %s: its pid differs from its name", path
+        )
+        return None
+    return record
 
 
 def _alive(pid: object, start_time: object) -> bool:
-    """Tell whether ``pid`` is still the process that started at ``start_time``."""
+    """Tell whether ``pid`` is still the process that started at ``start_time``.
+
+    A zombie counts as dead: a verification killed with SIGKILL stays a zombie
+    until its parent reaps it, and its tools must be stopped meanwhile.
+    """
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
-    current = process_start_time(pid)
-    if current is None or not isinstance(start_time, int | float):
+    if not isinstance(start_time, int | float) or isinstance(start_time, bool):
         return False
-    return abs(current - start_time) <= START_TIME_TOLERANCE
+    current = process_start_time(pid)
+    if current is None or abs(current - start_time) > START_TIME_TOLERANCE:
+        return False
+    return _running(pid)
 
 
 def _running(pid: int) -> bool:
@@ -186,21 +250,76 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _stop_group(pid: int, label: str) -> str:
-    """Kill the tool's process group (the tool alone on Windows) and wait for it."""
-    killpg = getattr(os, "killpg", None)
-    # NOTE: on Windows only the tool itself is stopped, not what it started,
-    # and this branch has not run there.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if killpg is not None:
-            killpg(pid, signal.SIGKILL)
+def _stop_tool(pid: int, label: str) -> StopResult | None:
+    """Kill the tool's process group (the tool alone on Windows) and wait for it.
+
+    Returns:
+        None, without sending a signal, when ``pid`` cannot be a tool that
+        run_logged started.
+    """
+    reason = _not_a_tool(pid)
+    if reason is not None:
+        logger.warning(
+            "not stopping %s (pid %d) of a tool record: %s", label, pid, reason
+        )
+        return None
+
+    denied = None
+    try:
+        if os.name == "posix":
+            os.killpg(pid, signal.SIGKILL)
         else:
+            # NOTE: on Windows only the tool itself is stopped, not what it
+            # started, and this branch has not run there.
             os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    except PermissionError as e:
+        denied = e
+
     deadline = time.monotonic() + STOP_WAIT_SECONDS
-    while _running(pid) and time.monotonic() < deadline:
+    while denied is None and _running(pid) and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
+    if _running(pid):
+        cause = str(denied) if denied is not None else "SIGKILL did not end it"
+        message = (
+            f"failed to stop {label} (pid {pid}), left running by a verification "
+            f"that was killed: {cause}; stop its process group yourself"
+        )
+        logger.warning(message)
+        return StopResult(False, message)
+
     message = (
         f"stopped {label} (pid {pid}), left running by a verification that was killed"
     )
     logger.warning(message)
-    return message
+    return StopResult(True, message)
+
+
+def _not_a_tool(pid: int) -> str | None:
+    """Return why ``pid`` is not a tool of a verification, or None if it may be.
+
+    run_logged starts each tool in a session of its own, so on POSIX a tool
+    leads its session and process group. Killing the group of any other
+    process, such as this one or the shell that started it, would stop
+    programs that the verification never ran.
+    """
+    if pid == os.getpid():
+        return "it is this process"
+    try:
+        ancestors = {parent.pid for parent in psutil.Process().parents()}
+    except psutil.Error:
+        ancestors = set()
+    if pid in ancestors:
+        return "it started this process"
+    if os.name != "posix":
+        return None
+    try:
+        leads_session = os.getsid(pid) == pid and os.getpgid(pid) == pid
+    except OSError:
+        return "it has exited"
+    if not leads_session:
+        return "it does not lead a session of its own, as every tool does"
+    if pid == os.getpgrp():
+        return "it leads the process group of this process"
+    return None
