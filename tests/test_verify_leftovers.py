@@ -350,3 +350,108 @@ def test_restore_orders_asides_by_time_not_pid(tmp_path: Path) -> None:
     restore_interrupted_rebuild(env_dir)
 
     assert (env_dir / "marker").read_text() == "latest"
+
+
+def test_restore_leaves_other_aside_names(tmp_path: Path) -> None:
+    env_dir = tmp_path / "environment"
+    make_environment(env_dir, "current")
+    make_environment(tmp_path / ".environment.old-backup", "backup")
+    make_environment(tmp_path / ".environment.old-5", "five")
+
+    message = restore_interrupted_rebuild(env_dir)
+
+    assert message is None
+    assert (env_dir / "marker").read_text() == "current"
+    assert (tmp_path / ".environment.old-backup" / "marker").read_text() == "backup"
+    assert (tmp_path / ".environment.old-5" / "marker").read_text() == "five"
+
+
+def test_restore_skips_aside_of_live_process(
+    tmp_path: Path, tool: subprocess.Popen
+) -> None:
+    env_dir = tmp_path / "environment"
+    aside = tmp_path / f".environment.old-{tool.pid}-{time.time_ns()}"
+    make_environment(aside, "old")
+    make_environment(env_dir, "building")
+
+    message = restore_interrupted_rebuild(env_dir)
+
+    assert message is None
+    assert (env_dir / "marker").read_text() == "building"
+    assert aside.exists()
+
+
+def test_restore_treats_recycled_pid_as_dead(
+    tmp_path: Path, tool: subprocess.Popen
+) -> None:
+    env_dir = tmp_path / "environment"
+    # Moved aside an hour before the process with this pid started.
+    moved_at_ns = int((process_start_time(tool.pid) - 3600) * 1e9)
+    make_environment(tmp_path / f".environment.old-{tool.pid}-{moved_at_ns}", "old")
+    make_environment(env_dir, "half-built")
+
+    message = restore_interrupted_rebuild(env_dir)
+
+    assert message is not None
+    assert (env_dir / "marker").read_text() == "old"
+
+
+def test_restore_keeps_data_behind_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    make_environment(outside, "outside")
+    home = tmp_path / "home"
+    home.mkdir()
+    env_dir = home / "environment"
+    env_dir.symlink_to(outside)
+    (home / ".environment.old-999999-1").symlink_to(outside)
+    make_environment(home / ".environment.old-999999-2", "old")
+
+    restore_interrupted_rebuild(env_dir)
+
+    assert (outside / "marker").read_text() == "outside"
+    assert (env_dir / "marker").read_text() == "old"
+    assert sorted(p.name for p in home.iterdir()) == ["environment"]
+
+
+def test_restore_deletes_unfinished_trash(tmp_path: Path) -> None:
+    env_dir = tmp_path / "environment"
+    make_environment(env_dir, "new")
+    make_environment(tmp_path / ".environment.trash-999999-1", "old")
+
+    message = restore_interrupted_rebuild(env_dir)
+
+    assert message is None
+    assert (env_dir / "marker").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["environment"]
+
+
+def test_restore_after_kill_during_old_deletion(tmp_path: Path) -> None:
+    env_dir = tmp_path / "environment"
+    make_environment(env_dir, "old")
+    # The rebuild succeeds, and SIGKILL hits while the old folder is deleted.
+    script = (
+        "import os, shutil, signal, sys\n"
+        "from pathlib import Path\n"
+        "from codemate_setup.verify import environment\n"
+        "def killed(path, ignore_errors=False):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "shutil.rmtree = killed\n"
+        "env_dir = Path(sys.argv[1])\n"
+        "with environment.replacing_folder(env_dir):\n"
+        "    (env_dir / 'bin').mkdir(parents=True)\n"
+        "    (env_dir / 'marker').write_text('new')\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(env_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+    message = restore_interrupted_rebuild(env_dir)
+
+    assert child.returncode == -9, child.stderr
+    assert message is None
+    assert (env_dir / "marker").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["environment"]

@@ -235,7 +235,12 @@ def replacing_folder(folder: Path) -> Iterator[Path | None]:
         raise
 
     if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+        # Renamed first, so that a run killed while it deletes leaves trash,
+        # which the next run deletes, and not an aside, which it would restore.
+        moved_at = aside.name.rpartition(".old-")[2]
+        trash = aside.with_name(f".{folder.name}.trash-{moved_at}")
+        os.replace(aside, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def create_environment(

@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import psutil
 
+from codemate_setup.errors import VerificationError
 from codemate_setup.state.liveness import START_TIME_TOLERANCE, process_start_time
 
 logger = logging.getLogger(__name__)
@@ -166,33 +167,39 @@ def current_records() -> ChildRecords | None:
 def restore_interrupted_rebuild(env_dir: Path) -> str | None:
     """Put back the environment that a killed rebuild had moved aside.
 
-    Only one verification runs in a home at a time, so an aside folder of
-    another process belongs to a rebuild that never finished.
+    An aside is named ``.NAME.old-PID-NS`` by ``replacing_folder``, which
+    renames it to ``.NAME.trash-PID-NS`` before it deletes it. So an aside
+    whose process is gone marks a rebuild that never finished, and a trash
+    folder whose process is gone marks a deletion that never finished. Other
+    names are left alone.
 
     Returns:
         A sentence saying what was restored, or None when nothing was aside.
+
+    Raises:
+        VerificationError: If the half-built environment cannot be deleted
+            or the aside cannot be moved back.
     """
-    own_prefix = f".{env_dir.name}.old-{os.getpid()}-"
-    asides = sorted(
-        (
-            path
-            for path in env_dir.parent.glob(f".{env_dir.name}.old-*")
-            if not path.name.startswith(own_prefix)
-        ),
-        key=_moved_at,
-    )
+    for trash in _orphans(env_dir, "trash"):
+        _delete(trash)
+    asides = _orphans(env_dir, "old")
     if not asides:
         return None
 
     *older, latest = asides
     for path in older:
-        shutil.rmtree(path, ignore_errors=True)
-    if os.path.lexists(env_dir):
-        if env_dir.is_dir() and not env_dir.is_symlink():
-            shutil.rmtree(env_dir)
-        else:
-            env_dir.unlink()
-    os.replace(latest, env_dir)
+        _delete(path)
+    try:
+        if os.path.lexists(env_dir):
+            _delete(env_dir, ignore_errors=False)
+        os.replace(latest, env_dir)
+    except OSError as e:
+        raise VerificationError(
+            f"failed to restore {env_dir} from {latest}, which a rebuild that was "
+            f"interrupted had moved aside: {e}; move {latest} to {env_dir} or "
+            "delete it, then run the verification again"
+        ) from e
+
     message = (
         f"restored {env_dir} as it was before a rebuild that was interrupted, and "
         "deleted the half-built one"
@@ -201,10 +208,52 @@ def restore_interrupted_rebuild(env_dir: Path) -> str | None:
     return message
 
 
-def _moved_at(aside: Path) -> int:
-    """Return when a folder was moved aside: its name ends with the time in ns."""
-    suffix = aside.name.rpartition("-")[2]
-    return int(suffix) if suffix.isdigit() else 0
+def _orphans(env_dir: Path, kind: str) -> list[Path]:
+    """List the ``kind`` folders of dead processes next to ``env_dir``, oldest first.
+
+    A folder of a live process is skipped, because that process may still be
+    rebuilding. Such a process can run beside this one without the setup
+    lock, for example a verification whose orchestrator was killed.
+    """
+    pattern = re.compile(rf"\.{re.escape(env_dir.name)}\.{kind}-([0-9]+)-([0-9]+)")
+    found = []
+    try:
+        names = os.listdir(env_dir.parent)
+    except OSError:
+        return []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        pid, moved_at_ns = int(match[1]), int(match[2])
+        if not _moved_by_live_process(pid, moved_at_ns):
+            found.append((moved_at_ns, env_dir.parent / name))
+    return [path for _, path in sorted(found)]
+
+
+def _moved_by_live_process(pid: int, moved_at_ns: int) -> bool:
+    """Tell whether ``pid`` runs and is old enough to have moved the folder.
+
+    A process that started after the move has a recycled pid.
+    """
+    if pid == os.getpid():
+        return True
+    started = process_start_time(pid)
+    if started is None or not _running(pid):
+        return False
+    return started <= moved_at_ns / 1e9 + START_TIME_TOLERANCE
+
+
+def _delete(path: Path, *, ignore_errors: bool = True) -> None:
+    """Delete a folder, or only the link or file when ``path`` is not a folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+        return
+    try:
+        path.unlink()
+    except OSError:
+        if not ignore_errors:
+            raise
 
 
 def _read_record(path: Path) -> dict | None:
