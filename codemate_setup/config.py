@@ -201,7 +201,12 @@ def _check_home(home: Path) -> None:
         if candidate.is_dir():
             return
         where = "it" if candidate == home else str(candidate)
+        if candidate.is_symlink() and not candidate.exists():
+            problem = f"{where} is a symbolic link to {os.readlink(candidate)}, "
+            problem += "which does not exist"
+        else:
+            problem = f"{where} exists and is not a folder"
         raise UsageError(
-            f"invalid home {home}: {where} exists and is not a folder; choose a "
-            "folder with --home or CODEMATE_HOME"
+            f"invalid home {home}: {problem}; choose a folder with --home or "
+            "CODEMATE_HOME"
         )

@@ -174,3 +174,34 @@ def test_ctrl_c_while_loading_exits_130_quietly(
         "error: interrupted by the user while starting; nothing was changed\n"
     )
     assert not home.exists()
+
+
+@pytest.mark.parametrize("script", HOME_SCRIPTS, ids=lambda s: s[0])
+def test_home_dangling_symlink_names_target(
+    tmp_path: Path, script: tuple[str, ...]
+) -> None:
+    home = tmp_path / "home"
+    home.symlink_to(tmp_path / "missing")
+
+    result = run_script_with_home(script, home)
+
+    assert result.returncode == 2
+    assert (
+        f"invalid home {home}: it is a symbolic link to {tmp_path / 'missing'}, "
+        "which does not exist"
+    ) in result.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("script", HOME_SCRIPTS, ids=lambda s: s[0])
+def test_home_symlink_to_folder_is_accepted(
+    tmp_path: Path, script: tuple[str, ...]
+) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    home = tmp_path / "home"
+    home.symlink_to(target)
+
+    result = run_script_with_home(script, home)
+
+    assert "invalid home" not in result.stderr
