@@ -39,7 +39,12 @@ with interrupt_exits_quietly(__name__ == "__main__"):
     )
     from codemate_setup.homefiles import read_installed_version, recover_and_report
     from codemate_setup.logs import configure_run_logging
-    from codemate_setup.orchestrator.signals import CancelToken, cancel_on_signals
+    from codemate_setup.orchestrator.signals import (
+        CancelToken,
+        cancel_on_signals,
+        cancel_when_parent_exits,
+        watched_parent,
+    )
     from codemate_setup.resolve import release_versions
     from codemate_setup.rollback import run_rollback
     from codemate_setup.setuplock import hold_setup_lock
@@ -182,7 +187,11 @@ def _change_install(args: argparse.Namespace, options: RunOptions) -> int:
         return _print(args, {"recovery": None}, "No interrupted update was found.")
 
     lock = hold_setup_lock(options.layout) if own_setup else contextlib.nullcontext()
-    with lock, cancel_on_signals(CancelToken()) as token:
+    with (
+        lock,
+        cancel_on_signals(CancelToken()) as token,
+        cancel_when_parent_exits(token, watched_parent()),
+    ):
         tracker = SetupTracker(options.layout.state_file)
         if setup_id:
             tracker.join_setup(setup_id)

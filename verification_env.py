@@ -22,7 +22,12 @@ with interrupt_exits_quietly(__name__ == "__main__"):
     from codemate_setup.config import HomeLayout, resolve_middleware_url
     from codemate_setup.errors import ExitCode, SetupError
     from codemate_setup.logs import configure_run_logging
-    from codemate_setup.orchestrator.signals import CancelToken, cancel_on_signals
+    from codemate_setup.orchestrator.signals import (
+        CancelToken,
+        cancel_on_signals,
+        cancel_when_parent_exits,
+        watched_parent,
+    )
     from codemate_setup.setuplock import hold_setup_lock
     from codemate_setup.verify import (
         Installer,
@@ -194,7 +199,11 @@ def run(args: argparse.Namespace) -> int:
         if own_setup and records_state
         else contextlib.nullcontext()
     )
-    with lock, cancel_on_signals(CancelToken()) as token:
+    with (
+        lock,
+        cancel_on_signals(CancelToken()) as token,
+        cancel_when_parent_exits(token, watched_parent()),
+    ):
         report = _verify(options, setup_id, records_state, token)
 
     home = str(options.layout.home)

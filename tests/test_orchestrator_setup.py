@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
+import psutil
 import pytest
-from orchestration import published_snapshot, read_state, run_setup, tree_snapshot
+from orchestration import (
+    child_env,
+    orchestrator_command,
+    published_snapshot,
+    read_state,
+    run_setup,
+    tree_snapshot,
+)
 
 from codemate_setup.middleware import FaultConfig
 
@@ -210,3 +220,57 @@ def test_reader_flag_with_version_exits_two(tmp_path: Path, flag: str):
     )
     assert result.returncode == 2
     assert f"{flag} reads the current setup and takes no VERSION" in result.stderr
+
+
+def update_child(orchestrator: subprocess.Popen, timeout: float = 60):
+    """Return the update.py child of an isolated setup once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process(orchestrator.pid).children():
+            if any(part.endswith("update.py") for part in child.cmdline()):
+                return child
+        time.sleep(0.05)
+    raise AssertionError("the orchestrator started no update.py child")
+
+
+@pytest.mark.slow
+def test_isolated_child_stops_when_orchestrator_killed(
+    tmp_path: Path, middleware, example_releases
+):
+    home = tmp_path / "home"
+    assert (
+        run_setup("2.9.0", middleware.url, home, "--skip-verification").returncode == 0
+    )
+    # Slow enough that the update would run for minutes on its own.
+    middleware.set_faults(FaultConfig(bytes_per_second=20))
+    orchestrator = subprocess.Popen(
+        orchestrator_command(
+            "3.0.0",
+            "--middleware-url",
+            middleware.url,
+            "--home",
+            str(home),
+            "--yes",
+            "--isolated",
+            "--skip-verification",
+        ),
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    child = update_child(orchestrator)
+    time.sleep(1.0)
+
+    orchestrator.kill()
+    orchestrator.wait()
+    child.wait(timeout=20)
+    middleware.set_faults(FaultConfig())
+    document = read_state(home)
+    snapshot = tree_snapshot(home / "app")
+    again = run_setup("3.0.0", middleware.url, home, "--skip-verification")
+
+    assert document["phases"]["codebase_update"]["status"] == "failed"
+    assert "cancelled" in document["phases"]["codebase_update"]["error"]
+    assert snapshot == published_snapshot(example_releases, "2.9.0")
+    assert again.returncode == 0, again.stderr

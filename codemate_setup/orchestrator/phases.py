@@ -21,6 +21,7 @@ from codemate_setup.errors import (
     UsageError,
 )
 from codemate_setup.orchestrator.options import SetupOptions
+from codemate_setup.orchestrator.signals import PARENT_PID_VARIABLE
 from codemate_setup.state import Phase, PhaseStatus, SetupTracker
 from codemate_setup.verify.options import VerifyOptions
 
@@ -121,6 +122,7 @@ def _run_child(
     command: list[str], phase: Phase, tracker: SetupTracker, cancel: threading.Event
 ) -> PhaseResult:
     env = dict(os.environ, CODEMATE_SETUP_ID=tracker.setup_id or "")
+    env[PARENT_PID_VARIABLE] = str(os.getpid())
     logger.info("running %s", " ".join(command))
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
