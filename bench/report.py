@@ -18,7 +18,7 @@ HOW_TO_RUN = f"""\
 ## How to run
 
 ```sh
-{COMMAND}                 # every benchmark, writes this page (10 to 15 minutes)
+{COMMAND}                 # every benchmark, writes this page (6 to 15 minutes)
 {COMMAND} --only state    # one or more benchmarks by name
 {COMMAND} --quick         # tiny data, one run: proves the scripts work
 ```
