@@ -1,11 +1,11 @@
 """Plain HTTP/1.1 over one keep-alive socket: response heads and body bytes.
 
-:class:`_Connection` sends a request that the transport of
+:class:`Connection` sends a request that the transport of
 :mod:`codemate_setup.small_transport` built. It reads the head of the response
 with :func:`parse_head` and then returns the body bytes as they arrive. A
 failure before the head is raised as the ``requests`` exception that the
 regular download path would raise. A head that needs a feature of
-``requests``, such as a ``Transfer-Encoding``, raises :class:`_Unsupported`.
+``requests``, such as a ``Transfer-Encoding``, raises :class:`UnsupportedResponse`.
 """
 
 from __future__ import annotations
@@ -39,18 +39,18 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 # Errors of a socket or of the response framing while a response is read.
-_EXCHANGE_ERRORS = (OSError, http.client.HTTPException)
+EXCHANGE_ERRORS = (OSError, http.client.HTTPException)
 
 
 class _ProtocolError(http.client.HTTPException):
     """The server sent something that is not a valid HTTP/1.x response head."""
 
 
-class _Unsupported(Exception):
+class UnsupportedResponse(Exception):
     """The response needs a feature of ``requests`` that this transport lacks."""
 
 
-class _Head:
+class ResponseHead:
     """The status line and headers of one response."""
 
     __slots__ = ("status", "headers", "keep_alive", "length")
@@ -65,7 +65,7 @@ class _Head:
         self.length = length
 
 
-def parse_head(data: bytes) -> _Head:
+def parse_head(data: bytes) -> ResponseHead:
     """Parse a response head, without its final empty line.
 
     Header names are lower-cased; repeated headers are joined with ", ".
@@ -95,7 +95,7 @@ def parse_head(data: bytes) -> _Head:
         headers[key] = text if previous is None else f"{previous}, {text}"
 
     if "transfer-encoding" in headers:
-        raise _Unsupported("a Transfer-Encoding")
+        raise UnsupportedResponse("a Transfer-Encoding")
 
     connection = headers.get("connection", "").lower()
     keep_alive = version == b"HTTP/1.1" and "close" not in connection
@@ -104,7 +104,7 @@ def parse_head(data: bytes) -> _Head:
         length = 0
     if length is None:
         keep_alive = False
-    return _Head(status, headers, keep_alive, length)
+    return ResponseHead(status, headers, keep_alive, length)
 
 
 def _content_length(value: str | None) -> int | None:
@@ -119,7 +119,7 @@ def _content_length(value: str | None) -> int | None:
     return int(text)
 
 
-class _Connection:
+class Connection:
     """One keep-alive connection to the middleware, used by one thread at a time."""
 
     def __init__(self, transport: SmallFileTransport) -> None:
@@ -129,7 +129,7 @@ class _Connection:
         self.reused = False
         self.interrupted = False
 
-    def exchange(self, request: bytes) -> _Head:
+    def exchange(self, request: bytes) -> ResponseHead:
         """Send one request and read the head of its response.
 
         The server may have closed a kept-alive connection meanwhile. Then
@@ -138,7 +138,7 @@ class _Connection:
 
         Raises:
             requests.RequestException: If the request fails before a head.
-            _Unsupported: If the head needs the ``requests`` path.
+            UnsupportedResponse: If the head needs the ``requests`` path.
         """
         for _ in range(2):
             if self.sock is not None and self.reused and self._has_unread_bytes():
@@ -152,14 +152,16 @@ class _Connection:
             try:
                 self._send(request)
                 return self._read_head()
-            except _Unsupported:
+            except UnsupportedResponse:
                 self.close()
                 raise
             except _ProtocolError as e:
                 # requests may read heads that this parser rejects.
                 self.close()
-                raise _Unsupported(f"a response head it could not parse ({e})") from e
-            except _EXCHANGE_ERRORS as e:
+                raise UnsupportedResponse(
+                    f"a response head it could not parse ({e})"
+                ) from e
+            except EXCHANGE_ERRORS as e:
                 received = bool(self.buffer)
                 self.close()
                 if stale and not received and not self.interrupted:
@@ -208,7 +210,7 @@ class _Connection:
             return True
         return True
 
-    def _read_head(self) -> _Head:
+    def _read_head(self) -> ResponseHead:
         buffer = self.buffer
         while True:
             # The head ends at the first empty line, with or without CRs.
@@ -268,7 +270,7 @@ class _Connection:
             # The kernel's receive timeout expired (see _set_timeout).
             raise TimeoutError("timed out") from e
 
-    def finish_response(self, head: _Head, complete: bool) -> None:
+    def finish_response(self, head: ResponseHead, complete: bool) -> None:
         """Keep the connection for the next request, or close it."""
         self.reused = True
         if not (complete and head.keep_alive) or self.buffer:

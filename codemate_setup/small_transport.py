@@ -30,10 +30,10 @@ from requests.structures import CaseInsensitiveDict
 from codemate_setup.client import USER_AGENT
 from codemate_setup.download_stall import StallGuard
 from codemate_setup.http_wire import (
-    _EXCHANGE_ERRORS,
-    _Connection,
-    _Head,
-    _Unsupported,
+    EXCHANGE_ERRORS,
+    Connection,
+    ResponseHead,
+    UnsupportedResponse,
 )
 from codemate_setup.redact import redact_url
 
@@ -46,21 +46,21 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 class FastResponse:
-    """A response read from a :class:`_Connection`, shaped like ``requests.Response``.
+    """A response read from a :class:`Connection`, shaped like ``requests.Response``.
 
     It offers what :class:`FileDownload` uses: ``status_code``, ``headers``,
     ``url``, ``raw.read1``, ``raw.read``, ``raw.shutdown`` and ``close``. Body
     bytes and an error already received can be put back with :meth:`replay`.
     """
 
-    def __init__(self, connection: _Connection, head: _Head, url: str) -> None:
+    def __init__(self, connection: Connection, head: ResponseHead, url: str) -> None:
         self.status_code = head.status
         self.url = url
         self.raw = self
         self.is_redirect = head.status in _REDIRECT_STATUSES and "location" in (
             head.headers
         )
-        self._connection: _Connection | None = connection
+        self._connection: Connection | None = connection
         self._head = head
         self._remaining = head.length
         self._replayed = b""
@@ -92,7 +92,7 @@ class FastResponse:
         while received < limit:
             try:
                 chunk = self.read1(limit - received)
-            except _EXCHANGE_ERRORS as e:
+            except EXCHANGE_ERRORS as e:
                 return b"".join(parts), e
             if not chunk:
                 break
@@ -192,7 +192,7 @@ class SmallFileTransport:
             lines.append(f"Authorization: {_basic_auth_str(*credentials)}")
         self._headers = "".join(line + "\r\n" for line in lines)
         self._local = threading.local()
-        self._connections: list[_Connection] = []
+        self._connections: list[Connection] = []
         self._lock = threading.Lock()
         self.disabled: str | None = None
 
@@ -215,11 +215,11 @@ class SmallFileTransport:
             logger.debug("small files take the regular path: %s", e)
             return None
 
-    def connection(self) -> _Connection:
+    def connection(self) -> Connection:
         """Return the calling thread's connection, creating it on first use."""
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = _Connection(self)
+            connection = Connection(self)
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -273,7 +273,7 @@ class SmallFileTransport:
         connection = self.connection()
         try:
             head = connection.exchange(request)
-        except _Unsupported as e:
+        except UnsupportedResponse as e:
             self.disable(f"the middleware replied to a download with {e}")
             return self.client.open_stream(url, headers)
 
