@@ -4,37 +4,33 @@ Nothing in the install folder changes before step 7. Steps 7 to 9 run inside
 a :class:`~codemate_setup.transaction.Transaction`, so a failure or a cancel
 there rolls every move back, and a crash is rolled back (or, once committed,
 completed) by the next run's step 1.
+
+This module runs the steps in order and contains steps 1 to 4.
+:mod:`codemate_setup.update_staging` contains steps 5 and 6, and
+:mod:`codemate_setup.update_install` contains steps 7 to 10.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
-import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from packaging.version import Version
 
-from codemate_setup.backups import BackupRecord, stored_from_states
 from codemate_setup.client import MiddlewareClient
 from codemate_setup.config import RunOptions
-from codemate_setup.download import DownloadItem, DownloadProgress, download_all
 from codemate_setup.errors import SetupCancelledError, UsageError
-from codemate_setup.filestore import VerifiedFile, store_path, verify_staged_file
+from codemate_setup.gc_pause import CollectorPause
 from codemate_setup.homefiles import (
     prepare_folders,
     read_installed_version,
     recover_and_report,
 )
-from codemate_setup.journal import TransactionKind
 from codemate_setup.listing import (
     InstalledFile,
     InstalledListing,
@@ -46,7 +42,6 @@ from codemate_setup.plan import (
     ChangeKind,
     OpKind,
     Plan,
-    TargetFile,
     TargetState,
     build_plan,
     classify_change,
@@ -60,7 +55,12 @@ from codemate_setup.resolve import (
 )
 from codemate_setup.state import Phase, SetupTracker
 from codemate_setup.steps import StepListener, StepReporter, run_reported_phase
-from codemate_setup.transaction import Transaction, install_path
+from codemate_setup.update_install import apply_update
+from codemate_setup.update_staging import (
+    StagedFiles,
+    download_to_staging,
+    verify_staged,
+)
 from codemate_setup.versions import parse_version
 
 logger = logging.getLogger(__name__)
@@ -79,12 +79,6 @@ UPDATE_STEPS = (
     "Recording installed version",
     "Finalizing installation",
 )
-
-# Threads that hash staged files; hashlib releases the GIL on large reads.
-VERIFY_WORKERS = 4
-
-# Files checked by their recorded hash between two progress reports of step 6.
-VERIFY_REPORT_EVERY = 100
 
 _HAS_POSIX_MODES = os.name != "nt"
 
@@ -211,9 +205,7 @@ class _Update:
         self.installed: Version | None = None
         self.listing: InstalledListing | None = None
         self.change = ChangeKind.INSTALL
-        self.downloads: dict[str, TargetFile] = {}
-        self.verified: dict[Path, VerifiedFile] = {}
-        self.collector = _CollectorPause()
+        self.collector = CollectorPause()
         self.result = UpdateResult(action="", from_version=None, to_version=str(target))
 
     def run(self) -> UpdateResult:
@@ -438,97 +430,20 @@ class _Update:
 
     def _download(
         self, client: MiddlewareClient, state: TargetState, plan: Plan
-    ) -> dict[str, Path]:
+    ) -> StagedFiles:
         staging = self.layout.staging_dir / str(self.target)
-        files_dir = staging / "files"
-        files_dir.mkdir(parents=True, exist_ok=True)
-        self.downloads = {wanted.path: wanted for wanted in plan.downloads}
-
-        items = [
-            DownloadItem(
-                version=wanted.version,
-                path=wanted.path,
-                dest=store_path(files_dir, wanted.path),
-                sha256=wanted.sha256,
-                size=wanted.size,
-            )
-            for wanted in plan.downloads
-        ]
-        requirements = state.requirements
-        if requirements is not None and requirements not in state.files:
-            items.append(
-                DownloadItem(
-                    version=state.version,
-                    path=requirements,
-                    dest=staging / "requirements.txt",
-                    sha256=None,
-                    size=None,
-                )
-            )
-
-        stats = download_all(
-            client,
-            items,
-            on_progress=self._report_download,
-            cancel=self.cancel,
+        staged = download_to_staging(
+            client, staging, state, plan, self.reporter, self.cancel
         )
-        self.result.files_downloaded = stats.files_downloaded
-        self.result.files_reused = stats.files_reused
-        self.result.bytes_downloaded = stats.bytes_downloaded
-        self.verified = stats.verified
-        return {item.path: item.dest for item in items}
-
-    def _report_download(self, progress: DownloadProgress) -> None:
-        if progress.bytes_total:
-            fraction = progress.bytes_done / progress.bytes_total
-        elif progress.files_total:
-            fraction = progress.files_done / progress.files_total
-        else:
-            fraction = 1.0
-        self.reporter.progress(
-            fraction,
-            {
-                "bytes_done": progress.bytes_done,
-                "bytes_total": progress.bytes_total,
-                "bytes_per_second": round(progress.bytes_per_second),
-                "eta_seconds": progress.eta_seconds,
-                "items_done": progress.files_done,
-                "items_total": progress.files_total,
-            },
-        )
+        self.result.files_downloaded = staged.stats.files_downloaded
+        self.result.files_reused = staged.stats.files_reused
+        self.result.bytes_downloaded = staged.stats.bytes_downloaded
+        return staged
 
     # Step 6
 
-    def _verify(self, staged: dict[str, Path]) -> dict[str, tuple[str, int]]:
-        total = len(staged)
-        hashes: dict[str, tuple[str, int]] = {}
-
-        def check(path: str) -> tuple[str, tuple[str, int]]:
-            wanted = self.downloads.get(path)
-            return path, verify_staged_file(
-                path,
-                staged[path],
-                wanted.sha256 if wanted is not None else None,
-                wanted.size if wanted is not None else None,
-                self.verified.get(staged[path]),
-            )
-
-        # A file whose hash the download recorded needs one lstat, which is
-        # cheaper than handing it to a thread; the others are read and hashed.
-        recorded = [path for path in staged if staged[path] in self.verified]
-        to_hash = [path for path in staged if staged[path] not in self.verified]
-        done = 0
-        for path in recorded:
-            hashes[path] = check(path)[1]
-            done += 1
-            if done % VERIFY_REPORT_EVERY == 0:
-                self.reporter.items(done, total)
-        with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
-            for path, digest in pool.map(check, to_hash):
-                hashes[path] = digest
-                done += 1
-                self.reporter.items(done, total)
-        self.reporter.items(done, total)
+    def _verify(self, staged: StagedFiles) -> dict[str, tuple[str, int]]:
+        hashes = verify_staged(staged, self.reporter)
         self._check_cancel()
         return hashes
 
@@ -539,98 +454,25 @@ class _Update:
         state: TargetState,
         plan: Plan,
         hashes: dict[str, tuple[str, int]],
-        staged: dict[str, Path],
+        staged: StagedFiles,
     ) -> None:
-        step = self.reporter.step
-        backups = plan.count(OpKind.BACKUP)
-        staging_files = self.layout.staging_dir / str(self.target) / "files"
-
-        transaction = Transaction.begin(
+        backup_dir = apply_update(
             self.layout,
-            ops=plan.ops,
-            staging_dir=staging_files,
+            state,
+            plan,
+            hashes,
+            staged.paths,
+            target=self.target,
             from_version=self.result.from_version,
-            to_version=str(self.target),
             keep_backups=self.limits.keep_backups,
+            reporter=self.reporter,
+            cancel=self.cancel,
+            collector=self.collector,
         )
-        with transaction:
-            with step(7):
-                transaction.move_out(
-                    lambda done, _total: self.reporter.items(done, backups),
-                    self.cancel,
-                )
-            with step(8):
-                transaction.move_in(
-                    lambda done, total: self.reporter.items(
-                        done - backups, total - backups
-                    ),
-                    self.cancel,
-                )
-            with step(9), self.collector.paused():
-                listing = self._new_listing(state, plan, hashes)
-                transaction.commit(
-                    listing=listing,
-                    requirements=self._requirements_source(state, staged),
-                    record=BackupRecord(
-                        path=transaction.backup_dir,
-                        kind=TransactionKind.UPDATE,
-                        from_version=self.result.from_version,
-                        to_version=str(self.target),
-                        created_at=transaction.journal.created_at,
-                        transaction_id=transaction.journal.transaction_id,
-                        ops=plan.ops,
-                        stored=stored_from_states(plan.moved_out),
-                    ),
-                )
-            with step(10):
-                transaction.finish()
-
         if self.installed is not None:
-            self.result.backup = transaction.backup_dir.name
+            self.result.backup = backup_dir.name
         self.result.action = _action(self.change)
         self.result.message = self._summary()
-
-    def _new_listing(
-        self,
-        state: TargetState,
-        plan: Plan,
-        hashes: dict[str, tuple[str, int]],
-    ) -> InstalledListing:
-        files = {}
-        for path, wanted in state.files.items():
-            kept = plan.kept.get(path)
-            if kept is not None and kept.sha256 is not None:
-                mode = kept.mode if kept.mode is not None else 0o644
-                if _HAS_POSIX_MODES and wanted.mode is not None:
-                    mode = wanted.mode
-                files[path] = InstalledFile(
-                    kept.sha256, kept.size or 0, mode, kept.mtime_ns or 0
-                )
-                continue
-
-            info = os.stat(install_path(self.layout.install_dir, path))
-            files[path] = InstalledFile(
-                sha256=hashes[path][0],
-                size=info.st_size,
-                mode=stat.S_IMODE(info.st_mode),
-                mtime_ns=info.st_mtime_ns,
-            )
-
-        return InstalledListing(
-            version=str(self.target),
-            files=files,
-            entry_point=state.entry_point,
-            requirements=state.requirements,
-        )
-
-    def _requirements_source(
-        self, state: TargetState, staged: dict[str, Path]
-    ) -> Path | None:
-        if state.requirements is None:
-            return None
-        if state.requirements in state.files:
-            return install_path(self.layout.install_dir, state.requirements)
-        return staged.get(state.requirements)
 
     def _summary(self) -> str:
         result = self.result
@@ -653,40 +495,6 @@ class _Update:
             raise SetupCancelledError(
                 "the update was cancelled; the installed version was not changed"
             )
-
-
-class _CollectorPause:
-    """Keeps the cyclic garbage collector off the per-file records of an update.
-
-    Comparing a large installation builds hundreds of thousands of small
-    objects without reference cycles, which reference counting frees. The
-    collector would walk all of them at each full collection, a large share
-    of the comparison. It is paused while they are built, and what exists at
-    the end of a pause is frozen (``gc.freeze``), so that later collections
-    skip it too, until :meth:`end`. Nothing changes when the collector is
-    off, or when the caller froze objects of its own.
-    """
-
-    def __init__(self) -> None:
-        self._active = gc.isenabled() and gc.get_freeze_count() == 0
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Pause the collector for the ``with`` block."""
-        if not self._active:
-            yield
-            return
-        gc.disable()
-        try:
-            yield
-        finally:
-            gc.freeze()
-            gc.enable()
-
-    def end(self) -> None:
-        """Hand the frozen objects back to the collector."""
-        if self._active:
-            gc.unfreeze()
 
 
 def _action(change: ChangeKind) -> str:

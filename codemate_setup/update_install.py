@@ -1,0 +1,153 @@
+"""Steps 7 to 10 of an update: apply the plan in a transaction and commit it.
+
+Step 7 moves the replaced and removed files into the backup, and step 8 runs
+the remaining moves: folders, placed files and modes. Step 9 writes the new
+listing, requirements file and backup record and commits. Step 10 removes
+consumed and old backups, the staging files and the journal. A failure or a
+cancel before the commit rolls every move back.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+from packaging.version import Version
+
+from codemate_setup.backups import BackupRecord, stored_from_states
+from codemate_setup.config import HomeLayout
+from codemate_setup.gc_pause import CollectorPause
+from codemate_setup.journal import TransactionKind
+from codemate_setup.listing import InstalledFile, InstalledListing
+from codemate_setup.plan import OpKind, Plan, TargetState
+from codemate_setup.steps import StepReporter
+from codemate_setup.transaction import Transaction, install_path
+
+_HAS_POSIX_MODES = os.name != "nt"
+
+
+def apply_update(
+    layout: HomeLayout,
+    state: TargetState,
+    plan: Plan,
+    hashes: dict[str, tuple[str, int]],
+    staged: dict[str, Path],
+    *,
+    target: Version,
+    from_version: str | None,
+    keep_backups: int,
+    reporter: StepReporter,
+    cancel: threading.Event,
+    collector: CollectorPause,
+) -> Path:
+    """Run steps 7 to 10 and return the transaction's backup folder.
+
+    Args:
+        layout: The home layout.
+        state: The target release's files.
+        plan: The moves from the installed files to the target's.
+        hashes: The verified sha256 and size of each staged file, by release
+            path.
+        staged: The staged file of each release path.
+        target: The version being installed.
+        from_version: The installed version, or None for a first install.
+        keep_backups: How many committed backups, newest first, to keep.
+        reporter: Receives steps 7 to 10 and their progress.
+        cancel: When set, the moves stop and are rolled back.
+        collector: Paused while step 9 builds the new listing.
+    """
+    step = reporter.step
+    backups = plan.count(OpKind.BACKUP)
+    staging_files = layout.staging_dir / str(target) / "files"
+
+    transaction = Transaction.begin(
+        layout,
+        ops=plan.ops,
+        staging_dir=staging_files,
+        from_version=from_version,
+        to_version=str(target),
+        keep_backups=keep_backups,
+    )
+    with transaction:
+        with step(7):
+            transaction.move_out(
+                lambda done, _total: reporter.items(done, backups),
+                cancel,
+            )
+        with step(8):
+            transaction.move_in(
+                lambda done, total: reporter.items(done - backups, total - backups),
+                cancel,
+            )
+        with step(9), collector.paused():
+            listing = new_listing(layout, target, state, plan, hashes)
+            transaction.commit(
+                listing=listing,
+                requirements=requirements_source(layout, state, staged),
+                record=BackupRecord(
+                    path=transaction.backup_dir,
+                    kind=TransactionKind.UPDATE,
+                    from_version=from_version,
+                    to_version=str(target),
+                    created_at=transaction.journal.created_at,
+                    transaction_id=transaction.journal.transaction_id,
+                    ops=plan.ops,
+                    stored=stored_from_states(plan.moved_out),
+                ),
+            )
+        with step(10):
+            transaction.finish()
+    return transaction.backup_dir
+
+
+def new_listing(
+    layout: HomeLayout,
+    target: Version,
+    state: TargetState,
+    plan: Plan,
+    hashes: dict[str, tuple[str, int]],
+) -> InstalledListing:
+    """Build the installed listing of ``target`` after its files were placed.
+
+    Kept files take their recorded state. Placed files take the verified
+    hash and a fresh ``os.stat`` of the installed file.
+    """
+    files = {}
+    for path, wanted in state.files.items():
+        kept = plan.kept.get(path)
+        if kept is not None and kept.sha256 is not None:
+            mode = kept.mode if kept.mode is not None else 0o644
+            if _HAS_POSIX_MODES and wanted.mode is not None:
+                mode = wanted.mode
+            files[path] = InstalledFile(
+                kept.sha256, kept.size or 0, mode, kept.mtime_ns or 0
+            )
+            continue
+
+        info = os.stat(install_path(layout.install_dir, path))
+        files[path] = InstalledFile(
+            sha256=hashes[path][0],
+            size=info.st_size,
+            mode=stat.S_IMODE(info.st_mode),
+            mtime_ns=info.st_mtime_ns,
+        )
+
+    return InstalledListing(
+        version=str(target),
+        files=files,
+        entry_point=state.entry_point,
+        requirements=state.requirements,
+    )
+
+
+def requirements_source(
+    layout: HomeLayout, state: TargetState, staged: dict[str, Path]
+) -> Path | None:
+    """Return the file to store as the home's ``requirements.txt``, if any."""
+    if state.requirements is None:
+        return None
+    if state.requirements in state.files:
+        return install_path(layout.install_dir, state.requirements)
+    return staged.get(state.requirements)
