@@ -5,14 +5,14 @@ pool is shared by every request, including the parallel downloads of
 :mod:`codemate_setup.download`. The client enforces the transport rules:
 HTTPS for every host that is not on loopback (unless explicitly allowed), TLS
 verification always on, bounded response sizes, and no credentials in logs.
+Its JSON requests run through :mod:`codemate_setup.client_json`, which
+retries them and bounds their time and size.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -22,25 +22,16 @@ from packaging.version import Version
 from requests.adapters import HTTPAdapter
 
 from codemate_setup import __version__
+from codemate_setup.client_json import JsonFetcher
 from codemate_setup.config import Limits
-from codemate_setup.download_run import shutdown_response_socket
 from codemate_setup.errors import (
     ManifestError,
     MiddlewareError,
-    SetupCancelledError,
     UsageError,
 )
 from codemate_setup.middleware_url import is_loopback_host, validate_base_url
 from codemate_setup.paths import validate_release_path
-from codemate_setup.redact import redact_text, redact_url
-from codemate_setup.retry import (
-    describe_request_error,
-    is_connection_refused,
-    is_retryable_exception,
-    is_retryable_status,
-    parse_retry_after,
-    retry_wait,
-)
+from codemate_setup.redact import redact_url
 from codemate_setup.versions import parse_version, url_version
 
 logger = logging.getLogger(__name__)
@@ -50,12 +41,6 @@ USER_AGENT = f"codemate-setup/{__version__}"
 # Smallest connection pool per host. The pool also covers every download
 # worker, so parallel downloads reuse connections instead of discarding them.
 MIN_POOL_SIZE = 10
-
-# Seconds between checks of the cancel event and the deadline of a JSON request.
-WATCH_SECONDS = 0.2
-
-# Bytes read per iteration when streaming a JSON document.
-JSON_CHUNK_BYTES = 64 * 1024
 
 
 class MiddlewareClient:
@@ -93,7 +78,8 @@ class MiddlewareClient:
             limits: Bounds on what the server can make the client do.
             allow_insecure_http: Accept plain http to a host not on loopback.
             cancel: When set, a JSON request in flight stops within about
-                :data:`WATCH_SECONDS` and raises SetupCancelledError.
+                :data:`~codemate_setup.client_json.WATCH_SECONDS` and raises
+                SetupCancelledError.
 
         Raises:
             UsageError: If the URL is invalid, plain http goes to a host that
@@ -113,7 +99,14 @@ class MiddlewareClient:
         self.pool_size = max(MIN_POOL_SIZE, limits.download_workers)
         self.session = self._build_session()
         self._closed = threading.Event()
-        self._cancel = cancel
+        self._json = JsonFetcher(
+            self.session,
+            limits=limits,
+            timeout=self.timeout,
+            display_url=self.display_url,
+            cancel=cancel,
+            closed=self._closed,
+        )
         self._environment: dict[str, Any] | None = None
         self._netrc: tuple[tuple[str, str] | None] | None = None
         logger.debug(
@@ -381,270 +374,14 @@ class MiddlewareClient:
         version: Version | None = None,
         error_class: type[Exception] = MiddlewareError,
     ) -> Any:
-        """GET a JSON document with retries, a size bound and clear errors."""
-        url = self.endpoint_url(path)
-        body = self._get_bounded(
-            url,
+        """GET the JSON document at an API path, through :class:`JsonFetcher`."""
+        return self._json.fetch(
+            self.endpoint_url(path),
             limit=limit,
             description=description,
             version=version,
             error_class=error_class,
         )
-
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as e:
-            raise error_class(
-                f"the {description} from the middleware at {self.display_url} is not "
-                f"valid JSON: {e}; check that the middleware serves this API"
-            ) from e
-
-    def _get_bounded(
-        self,
-        url: str,
-        *,
-        limit: int,
-        description: str,
-        version: Version | None,
-        error_class: type[Exception],
-    ) -> bytes:
-        """GET ``url`` and return its body, retrying what is worth retrying."""
-        attempt = 0
-        while True:
-            try:
-                return self._get_once(
-                    url,
-                    limit=limit,
-                    description=description,
-                    version=version,
-                    error_class=error_class,
-                )
-            except _RetryableResponse as e:
-                cause: Exception = e
-                reason = e.reason
-                retry_after = e.retry_after
-                final_error = MiddlewareError(
-                    f"the middleware at {self.display_url} failed to send the "
-                    f"{description}: {reason} after {attempt + 1} attempts; check the "
-                    "middleware's log and try again later"
-                )
-            except requests.RequestException as e:
-                cause = e
-                reason = describe_request_error(e)
-                retry_after = None
-                final_error = self._unreachable_error(e)
-                if is_connection_refused(e) or not is_retryable_exception(e):
-                    raise final_error from e
-
-            if attempt >= self.limits.max_retries or self._closed.is_set():
-                raise final_error from cause
-
-            attempt += 1
-            delay = retry_wait(
-                attempt,
-                retry_after,
-                self.limits.backoff_base,
-                self.limits.backoff_max,
-            )
-            logger.info(
-                "retrying %s from %s (attempt %d of %d) in %.2f s: %s",
-                description,
-                redact_url(url),
-                attempt + 1,
-                self.limits.max_retries + 1,
-                delay,
-                reason,
-            )
-            time.sleep(delay)
-
-    def _get_once(
-        self,
-        url: str,
-        *,
-        limit: int,
-        description: str,
-        version: Version | None,
-        error_class: type[Exception],
-    ) -> bytes:
-        """Run one attempt on a helper thread, bounded in time and cancellable.
-
-        The read timeout bounds each socket read only, so a server that sends
-        a byte now and then would hold a plain request forever.
-        """
-        logger.debug("GET %s", redact_url(url))
-        call = _JsonCall()
-        worker = threading.Thread(
-            target=self._run_call,
-            args=(call, url),
-            kwargs={
-                "limit": limit,
-                "description": description,
-                "version": version,
-                "error_class": error_class,
-            },
-            name="middleware-request",
-            daemon=True,
-        )
-        worker.start()
-
-        deadline = time.monotonic() + self.limits.json_request_seconds
-        while worker.is_alive():
-            worker.join(WATCH_SECONDS)
-            if not worker.is_alive():
-                break
-            if self._cancel is not None and self._cancel.is_set():
-                call.abandon()
-                raise SetupCancelledError(
-                    f"the request for the {description} was cancelled"
-                )
-            if time.monotonic() >= deadline:
-                call.abandon()
-                raise MiddlewareError(
-                    f"the middleware at {self.display_url} timed out: the "
-                    f"{description} took longer than "
-                    f"{self.limits.json_request_seconds:g} s to arrive; check the "
-                    "middleware and the network, then try again"
-                )
-
-        if call.error is not None:
-            raise call.error
-        return call.body
-
-    def _run_call(
-        self,
-        call: _JsonCall,
-        url: str,
-        *,
-        limit: int,
-        description: str,
-        version: Version | None,
-        error_class: type[Exception],
-    ) -> None:
-        try:
-            with self.session.get(url, stream=True, timeout=self.timeout) as response:
-                call.attach(response)
-                self._check_status(response, description=description, version=version)
-                call.body = self._read_body(
-                    response,
-                    limit=limit,
-                    description=description,
-                    error_class=error_class,
-                )
-        except BaseException as e:  # noqa: BLE001 - raised again by _get_once
-            call.error = e
-
-    def _check_status(
-        self, response: requests.Response, *, description: str, version: Version | None
-    ) -> None:
-        status = response.status_code
-        if status == 200:
-            return
-
-        if is_retryable_status(status):
-            raise _RetryableResponse(
-                f"HTTP {status}",
-                parse_retry_after(
-                    response.headers.get("Retry-After"),
-                    cap=self.limits.max_retry_after,
-                ),
-            )
-
-        if status == 404 and version is not None:
-            raise MiddlewareError(
-                f"release {version} not found on the middleware at "
-                f"{self.display_url}; run `update.py --list` to see the available "
-                "versions"
-            )
-
-        raise MiddlewareError(
-            f"the middleware at {self.display_url} returned HTTP {status} for the "
-            f"request for the {description} ({redact_url(response.url)}); check "
-            "--middleware-url and --repo"
-        )
-
-    def _read_body(
-        self,
-        response: requests.Response,
-        *,
-        limit: int,
-        description: str,
-        error_class: type[Exception],
-    ) -> bytes:
-        declared = response.headers.get("Content-Length", "")
-        too_large = (
-            f"the {description} from the middleware at {self.display_url} must be "
-            f"at most {limit} bytes"
-        )
-        if declared.isdigit() and int(declared) > limit:
-            raise error_class(f"{too_large}, but it declares {declared} bytes")
-
-        received = bytearray()
-        try:
-            for chunk in response.iter_content(JSON_CHUNK_BYTES):
-                received += chunk
-                if len(received) > limit:
-                    raise error_class(
-                        f"{too_large}, but it sent more, so the transfer was stopped"
-                    )
-        except requests.RequestException as e:
-            if not is_retryable_exception(e):
-                raise
-            raise _RetryableResponse(describe_request_error(e), None) from e
-
-        return bytes(received)
-
-    def _unreachable_error(self, error: BaseException) -> MiddlewareError:
-        reason = describe_request_error(error)
-        if isinstance(error, requests.exceptions.SSLError):
-            return MiddlewareError(
-                f"cannot reach the middleware at {self.display_url}: {reason} "
-                f"({redact_text(str(error))}); install the server's CA certificate "
-                "or point REQUESTS_CA_BUNDLE at it"
-            )
-        return MiddlewareError(
-            f"cannot reach the middleware at {self.display_url}: {reason}; check "
-            "that it is running or pass --middleware-url"
-        )
-
-
-class _JsonCall:
-    """The outcome of one JSON request attempt running on a helper thread."""
-
-    def __init__(self) -> None:
-        self.body = b""
-        self.error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._response: requests.Response | None = None
-        self._abandoned = False
-
-    def attach(self, response: requests.Response) -> None:
-        """Record the response, shutting it down at once if already abandoned."""
-        with self._lock:
-            self._response = response
-            abandoned = self._abandoned
-        if abandoned:
-            shutdown_response_socket(response)
-
-    def abandon(self) -> None:
-        """Stop the attempt: wake a body read, or drop the wait for headers.
-
-        A thread still waiting for the response headers cannot be woken. It
-        is a daemon thread, so it ends with the read timeout or the process.
-        """
-        with self._lock:
-            self._abandoned = True
-            response = self._response
-        if response is not None:
-            shutdown_response_socket(response)
-
-
-class _RetryableResponse(Exception):
-    """A response worth retrying: a 5xx, a 429 or a body cut off mid-way."""
-
-    def __init__(self, reason: str, retry_after: float | None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 def _valid_release_entries(entries: list[Any]) -> list[dict[str, Any]]:
