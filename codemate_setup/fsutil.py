@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 # readers hold it for milliseconds, so a short series of retries is enough.
 REPLACE_ATTEMPTS = 50
 REPLACE_RETRY_DELAY = 0.01
+# Windows files have no POSIX permission bits, so modes are neither set nor compared.
+HAS_POSIX_MODES = os.name != "nt"
 
 
 def fsync_dir(folder: Path) -> None:

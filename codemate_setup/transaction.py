@@ -48,7 +48,12 @@ from codemate_setup.filestore import (
     remove_tree,
     store_path,
 )
-from codemate_setup.fsutil import atomic_write_bytes, fsync_dir, replace_with_retry
+from codemate_setup.fsutil import (
+    HAS_POSIX_MODES,
+    atomic_write_bytes,
+    fsync_dir,
+    replace_with_retry,
+)
 from codemate_setup.journal import (
     HOME_FILES,
     Journal,
@@ -65,8 +70,6 @@ logger = logging.getLogger(__name__)
 
 # Called after each move with the number of moves done and the total.
 MoveProgress = Callable[[int, int], None]
-
-_HAS_POSIX_MODES = os.name != "nt"
 
 
 def home_file_paths(layout: HomeLayout) -> dict[str, Path]:
@@ -336,10 +339,10 @@ def _apply_op(journal: Journal, op: Op) -> None:
         target.mkdir(exist_ok=True)
     elif op.kind is OpKind.PLACE:
         source = store_path(journal.staging_dir, op.path)
-        if op.mode is not None and _HAS_POSIX_MODES:
+        if op.mode is not None and HAS_POSIX_MODES:
             os.chmod(source, op.mode)
         replace_with_retry(source, target)
-    elif op.kind is OpKind.CHMOD and _HAS_POSIX_MODES and op.mode is not None:
+    elif op.kind is OpKind.CHMOD and HAS_POSIX_MODES and op.mode is not None:
         os.chmod(target, op.mode)
 
 
@@ -373,7 +376,7 @@ def _undo_op(journal: Journal, op: Op) -> bool:
             return True
     elif (
         op.kind is OpKind.CHMOD
-        and _HAS_POSIX_MODES
+        and HAS_POSIX_MODES
         and op.old_mode is not None
         and target.is_file()
         and not target.is_symlink()

@@ -18,14 +18,13 @@ from packaging.version import Version
 
 from codemate_setup.backups import BackupRecord, stored_from_states
 from codemate_setup.config import HomeLayout
+from codemate_setup.fsutil import HAS_POSIX_MODES
 from codemate_setup.gc_pause import CollectorPause
 from codemate_setup.journal import TransactionKind
 from codemate_setup.listing import InstalledFile, InstalledListing
 from codemate_setup.plan import OpKind, Plan, TargetState
 from codemate_setup.steps import StepReporter
 from codemate_setup.transaction import Transaction, install_path
-
-_HAS_POSIX_MODES = os.name != "nt"
 
 
 def apply_update(
@@ -119,7 +118,7 @@ def new_listing(
         kept = plan.kept.get(path)
         if kept is not None and kept.sha256 is not None:
             mode = kept.mode if kept.mode is not None else 0o644
-            if _HAS_POSIX_MODES and wanted.mode is not None:
+            if HAS_POSIX_MODES and wanted.mode is not None:
                 mode = wanted.mode
             files[path] = InstalledFile(
                 kept.sha256, kept.size or 0, mode, kept.mtime_ns or 0

@@ -13,7 +13,6 @@ This module runs the steps in order and contains steps 1 to 4.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from packaging.version import Version
 from codemate_setup.client import MiddlewareClient
 from codemate_setup.config import RunOptions
 from codemate_setup.errors import SetupCancelledError, UsageError
+from codemate_setup.fsutil import HAS_POSIX_MODES
 from codemate_setup.gc_pause import CollectorPause
 from codemate_setup.homefiles import (
     prepare_folders,
@@ -79,8 +79,6 @@ UPDATE_STEPS = (
     "Recording installed version",
     "Finalizing installation",
 )
-
-_HAS_POSIX_MODES = os.name != "nt"
 
 # Asks a yes/no question. It returns None when no terminal is attached to answer.
 Confirm = Callable[[str], "bool | None"]
@@ -369,7 +367,7 @@ class _Update:
     def _compare(self, state: TargetState) -> tuple[InstallView, Plan]:
         view = InstallView(self.layout.install_dir, self.listing)
         owned = self.listing.files if self.listing is not None else None
-        plan = build_plan(state, owned, view, compare_modes=_HAS_POSIX_MODES)
+        plan = build_plan(state, owned, view, compare_modes=HAS_POSIX_MODES)
 
         if state.entry_point and state.entry_point not in state.files:
             self.reporter.warn(
