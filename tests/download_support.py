@@ -1,4 +1,4 @@
-"""Shared settings of the download tests: fast retries and the file hash."""
+"""Shared settings of the download tests: fast retries, the file hash, a clock."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def fast_limits(**overrides: Any) -> Limits:
 def sha256(data: bytes) -> str:
     """Return the hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+class FakeClock:
+    """A monotonic clock that a test moves by setting ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now

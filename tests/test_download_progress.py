@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from download_support import FakeClock
 
 from codemate_setup.download_progress import (
     DownloadProgress,
@@ -10,14 +11,6 @@ from codemate_setup.download_progress import (
     remaining_seconds,
     transfer_rate,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_transfer_rate_between_samples() -> None:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
+from download_support import FakeClock
+
 from codemate_setup.download_stall import StallGuard
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_stall_guard_passes_fast_window() -> None:
-    clock = Clock()
+    clock = FakeClock()
     guard = StallGuard(1000, 30.0, clock)
 
     clock.now += 31
@@ -22,7 +16,7 @@ def test_stall_guard_passes_fast_window() -> None:
 
 
 def test_stall_guard_trips_on_slow_window() -> None:
-    clock = Clock()
+    clock = FakeClock()
     guard = StallGuard(1000, 30.0, clock)
     for _ in range(30):
         clock.now += 1
@@ -35,7 +29,7 @@ def test_stall_guard_trips_on_slow_window() -> None:
 
 
 def test_stall_guard_waits_for_a_whole_window() -> None:
-    clock = Clock()
+    clock = FakeClock()
     guard = StallGuard(1000, 30.0, clock)
 
     clock.now += 29
@@ -43,7 +37,7 @@ def test_stall_guard_waits_for_a_whole_window() -> None:
 
 
 def test_stall_guard_starts_new_window_after_fast_one() -> None:
-    clock = Clock()
+    clock = FakeClock()
     guard = StallGuard(1000, 30.0, clock)
     clock.now += 30
     guard.add(5000)
@@ -53,7 +47,7 @@ def test_stall_guard_starts_new_window_after_fast_one() -> None:
 
 
 def test_stall_guard_off_with_zero_bytes() -> None:
-    clock = Clock()
+    clock = FakeClock()
     guard = StallGuard(0, 30.0, clock)
 
     clock.now += 3600
