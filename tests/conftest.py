@@ -7,6 +7,8 @@
 - ``example_releases``: a releases folder with the bundled example releases
   2.9.0 and 3.0.0 published into it.
 - ``middleware``: a running middleware serving ``example_releases``.
+- ``server``: a running middleware serving the ``releases`` fixture, which
+  each module that uses ``server`` defines itself.
 - An autouse guard that fails any socket connection to a non-loopback address.
 """
 
@@ -89,6 +91,14 @@ def middleware(
 ) -> MiddlewareHandle:
     """A running middleware that serves :func:`example_releases`."""
     return start_middleware(example_releases)
+
+
+@pytest.fixture
+def server(
+    releases: Path, start_middleware: Callable[..., MiddlewareHandle]
+) -> MiddlewareHandle:
+    """A running middleware that serves the requesting module's ``releases``."""
+    return start_middleware(releases)
 
 
 @pytest.fixture(autouse=True)

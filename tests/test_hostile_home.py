@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from orchestration import read_state, run_setup
-from update_helpers import installed_tree, publish, run_cli, tree_snapshot
+from update_helpers import installed_tree, publish_releases, run_cli, tree_snapshot
 
 from codemate_setup.middleware import MiddlewareHandle
 
@@ -17,17 +16,8 @@ NEW_FILES = {"initiate.py": "print('1.1.0')\n", "new.py": "new = 1\n"}
 
 @pytest.fixture
 def releases(tmp_path: Path) -> Path:
-    folder = tmp_path / "releases"
-    publish(folder, "1.0.0", OLD_FILES)
-    publish(folder, "1.1.0", NEW_FILES)
-    return folder
-
-
-@pytest.fixture
-def server(
-    releases: Path, start_middleware: Callable[..., MiddlewareHandle]
-) -> MiddlewareHandle:
-    return start_middleware(releases)
+    versions = {"1.0.0": OLD_FILES, "1.1.0": NEW_FILES}
+    return publish_releases(tmp_path / "releases", versions)
 
 
 @pytest.fixture

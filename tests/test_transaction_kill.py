@@ -14,18 +14,18 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from update_helpers import (
     child_env,
+    install_home,
     installed_tree,
     installed_version,
-    publish,
+    publish_releases,
+    published_tree,
     read_state,
     run_cli,
-    tree_snapshot,
     update_command,
     update_in_process,
 )
@@ -75,41 +75,23 @@ def release_files(version: str) -> dict[str, bytes | str]:
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("kill") / "releases"
-    publish(folder, "1.0.0", release_files("1.0.0"))
-    publish(folder, "1.1.0", release_files("1.1.0"))
-    return folder
-
-
-@pytest.fixture
-def server(
-    releases: Path, start_middleware: Callable[..., MiddlewareHandle]
-) -> MiddlewareHandle:
-    return start_middleware(releases)
+    versions = {version: release_files(version) for version in ("1.0.0", "1.1.0")}
+    return publish_releases(folder, versions)
 
 
 @pytest.fixture
 def home(tmp_path: Path, server: MiddlewareHandle) -> Path:
     """A home with 1.0.0 installed and a user file in the install folder."""
-    folder = tmp_path / "home"
-    update_in_process(folder, server.url, "1.0.0")
-    user_file = folder / "app" / USER_FILE
-    user_file.parent.mkdir(parents=True)
-    user_file.write_text("keep me\n")
-    server.requests.clear()
-    return folder
-
-
-def published(releases: Path, version: str) -> dict:
-    return tree_snapshot(releases / version / "files")
+    return install_home(tmp_path / "home", server, "1.0.0", {USER_FILE: "keep me\n"})
 
 
 def assert_exactly(home: Path, releases: Path, version: str) -> None:
-    assert installed_tree(home, (USER_FILE,)) == published(releases, version)
+    assert installed_tree(home, (USER_FILE,)) == published_tree(releases, version)
     assert (home / "app" / USER_FILE).read_text() == "keep me\n"
     assert installed_version(home) == version
     listing = json.loads((home / "installed.json").read_text())
     assert listing["version"] == version
-    assert sorted(listing["files"]) == sorted(published(releases, version))
+    assert sorted(listing["files"]) == sorted(published_tree(releases, version))
     assert not (home / "journal.json").exists()
 
 

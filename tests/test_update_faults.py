@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import pytest
 from update_helpers import (
     FAST_LIMITS,
     child_env,
+    install_home,
     installed_tree,
     installed_version,
-    publish,
+    publish_releases,
     read_state,
     run_cli,
     tree_snapshot,
@@ -51,26 +51,14 @@ NEW_FILES = {
 
 @pytest.fixture
 def releases(tmp_path: Path) -> Path:
-    folder = tmp_path / "releases"
-    publish(folder, "1.0.0", OLD_FILES)
-    publish(folder, "1.1.0", NEW_FILES)
-    return folder
-
-
-@pytest.fixture
-def server(
-    releases: Path, start_middleware: Callable[..., MiddlewareHandle]
-) -> MiddlewareHandle:
-    return start_middleware(releases)
+    versions = {"1.0.0": OLD_FILES, "1.1.0": NEW_FILES}
+    return publish_releases(tmp_path / "releases", versions)
 
 
 @pytest.fixture
 def home(tmp_path: Path, server: MiddlewareHandle) -> Path:
     """A home with 1.0.0 installed."""
-    folder = tmp_path / "home"
-    update_in_process(folder, server.url, "1.0.0")
-    server.requests.clear()
-    return folder
+    return install_home(tmp_path / "home", server, "1.0.0")
 
 
 def assert_version(home: Path, releases: Path, version: str) -> None:

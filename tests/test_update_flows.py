@@ -16,6 +16,8 @@ from update_helpers import (
     installed_tree,
     installed_version,
     publish,
+    publish_releases,
+    published_tree,
     read_state,
     run_cli,
     tree_snapshot,
@@ -79,17 +81,7 @@ USER_FILES = {
 
 @pytest.fixture
 def releases(tmp_path: Path) -> Path:
-    folder = tmp_path / "releases"
-    for version, files in RELEASES.items():
-        publish(folder, version, files, MODES[version])
-    return folder
-
-
-@pytest.fixture
-def server(
-    releases: Path, start_middleware: Callable[..., MiddlewareHandle]
-) -> MiddlewareHandle:
-    return start_middleware(releases)
+    return publish_releases(tmp_path / "releases", RELEASES, MODES)
 
 
 @pytest.fixture
@@ -104,15 +96,11 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def published(releases: Path, version: str) -> dict:
-    return tree_snapshot(releases / version / "files")
-
-
 def assert_installed(
     home: Path, releases: Path, version: str, *, modes: bool = True
 ) -> None:
     installed = installed_tree(home, tuple(USER_FILES))
-    expected = published(releases, version)
+    expected = published_tree(releases, version)
     if not modes:
         installed = {path: data for path, (data, _mode) in installed.items()}
         expected = {path: data for path, (data, _mode) in expected.items()}
@@ -120,7 +108,7 @@ def assert_installed(
     assert installed_version(home) == version
     listing = json.loads((home / "installed.json").read_text())
     assert listing["version"] == version
-    assert sorted(listing["files"]) == sorted(published(releases, version))
+    assert sorted(listing["files"]) == sorted(published_tree(releases, version))
 
 
 def downloads(handle: MiddlewareHandle) -> list[str]:

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 from update_helpers import (
+    install_home,
     installed_tree,
     installed_version,
     publish,
+    publish_releases,
     read_state,
     run_cli,
     tree_snapshot,
-    update_in_process,
 )
 
 from codemate_setup.middleware import MiddlewareHandle
@@ -39,26 +40,14 @@ USER_FILE = ".env"
 
 @pytest.fixture
 def releases(tmp_path: Path) -> Path:
-    folder = tmp_path / "releases"
-    publish(folder, "1.0.0", OLD_FILES)
-    publish(folder, "1.1.0", NEW_FILES)
-    return folder
-
-
-@pytest.fixture
-def server(
-    releases: Path, start_middleware: Callable[..., MiddlewareHandle]
-) -> MiddlewareHandle:
-    return start_middleware(releases)
+    versions = {"1.0.0": OLD_FILES, "1.1.0": NEW_FILES}
+    return publish_releases(tmp_path / "releases", versions)
 
 
 @pytest.fixture
 def home(tmp_path: Path, server: MiddlewareHandle) -> Path:
-    folder = tmp_path / "home"
-    update_in_process(folder, server.url, "1.0.0")
-    (folder / "app" / USER_FILE).write_text("TOKEN=1\n")
-    server.requests.clear()
-    return folder
+    """A home with 1.0.0 installed and a user file in the install folder."""
+    return install_home(tmp_path / "home", server, "1.0.0", {USER_FILE: "TOKEN=1\n"})
 
 
 def rewrite_manifest(releases: Path, change: Callable[[dict[str, Any]], None]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from conftest import make_tree
 
 from codemate_setup.config import HomeLayout, Limits, RunOptions
+from codemate_setup.middleware import MiddlewareHandle
 from codemate_setup.publish import publish_release
 from codemate_setup.state import SetupTracker
 from codemate_setup.updater import UpdateResult, run_update
@@ -42,6 +43,22 @@ def publish(
     return releases / version / "files"
 
 
+def publish_releases(
+    releases: Path,
+    files_by_version: Mapping[str, Mapping[str, bytes | str]],
+    modes_by_version: Mapping[str, Mapping[str, int]] | None = None,
+) -> Path:
+    """Publish one release per version into ``releases``, in the mapping's order.
+
+    ``modes_by_version`` gives a version's ``modes`` for :func:`publish`.
+    Returns ``releases``.
+    """
+    for version, files in files_by_version.items():
+        modes = modes_by_version.get(version) if modes_by_version else None
+        publish(releases, version, files, modes)
+    return releases
+
+
 def tree_snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     """Map each file under ``root`` to its bytes and permission bits."""
     snapshot = {}
@@ -50,6 +67,11 @@ def tree_snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
             relative = path.relative_to(root).as_posix()
             snapshot[relative] = (path.read_bytes(), path.stat().st_mode & 0o777)
     return snapshot
+
+
+def published_tree(releases: Path, version: str) -> dict[str, tuple[bytes, int]]:
+    """Snapshot the published file tree of ``version``."""
+    return tree_snapshot(releases / version / "files")
 
 
 def folder_set(root: Path) -> set[str]:
@@ -90,6 +112,27 @@ def update_in_process(
         )
     finally:
         tracker.close()
+
+
+def install_home(
+    home: Path,
+    server: MiddlewareHandle,
+    version: str,
+    user_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Install ``version`` from ``server`` into a new home and return it.
+
+    ``user_files`` maps paths in the install folder to text written after the
+    install. The server's request log is then cleared, so a test sees only the
+    requests that it makes itself.
+    """
+    update_in_process(home, server.url, version)
+    for path, text in (user_files or {}).items():
+        target = home / "app" / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    server.requests.clear()
+    return home
 
 
 def child_env(**extra: str) -> dict[str, str]:
