@@ -1,7 +1,7 @@
 """Tiny pure-Python wheels, so the package benchmark and tests need no package index.
 
-The tests build their wheels with :func:`build_wheel` from this module too, so
-it must not import anything from ``tests``.
+The tests import :func:`build_wheel` from here. This module must not import
+from ``tests``, because the benchmarks run without that folder on the path.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def build_wheel(spec: WheelSpec, folder: Path, *, generator: str) -> Path:
     """Write one wheel into ``folder`` and return its path.
 
     ``generator`` is the ``Generator`` line of the wheel's ``WHEEL`` file, which
-    names the tool that built it. Each extra named in a ``requires`` marker
-    (``extra == "fast"``) gets a ``Provides-Extra`` line.
+    names the tool that built it. Each extra written as ``extra == "name"`` in
+    a ``requires`` marker gets a ``Provides-Extra`` line.
     """
     dist_info = f"{spec.module}-{spec.version}.dist-info"
     extras = sorted(

@@ -123,8 +123,8 @@ def install_home(
     """Install ``version`` from ``server`` into a new home and return it.
 
     ``user_files`` maps paths in the install folder to text written after the
-    install. The server's request log is then cleared, so a test sees only the
-    requests that it makes itself.
+    install. The server's request log is then cleared, so it contains only the
+    requests that the test makes itself.
     """
     update_in_process(home, server.url, version)
     for path, text in (user_files or {}).items():
