@@ -417,6 +417,9 @@ class FileDownload:
         limit = total if total is not None else run.limits.max_file_bytes
         handle = part.handle
         guard = StallGuard(run.limits.low_speed_bytes, run.limits.low_speed_seconds)
+        # A slow window that ends the body is no stall, because nothing is left
+        # to retry. On a body of unknown length, only a further chunk shows that.
+        stalled: str | None = None
 
         while part.received < limit:
             run.raise_if_stopped()
@@ -424,6 +427,9 @@ class FileDownload:
             chunk = self._read(read, requested, part, total)
             if not chunk:
                 break
+            if stalled is not None:
+                # Retried like a cut connection, so the bytes written are kept.
+                raise _Transient(stalled)
 
             part.hasher.update(chunk)
             try:
@@ -434,8 +440,8 @@ class FileDownload:
             run.count("bytes_downloaded", len(chunk))
             self._credit(part.received)
             stalled = guard.add(len(chunk))
-            if stalled is not None:
-                # Retried like a cut connection, so the bytes so far are kept.
+            if stalled is not None and total is not None and part.received < total:
+                # Retried like a cut connection, so the bytes written are kept.
                 raise _Transient(stalled)
 
         self._check_body_end(read, part, total, limit)

@@ -321,3 +321,68 @@ def test_download_redirect_to_remote_http_rejected(tmp_path) -> None:
         caught.value
     )
     assert len(server.requests) == 1
+
+
+# The floor on download speed
+
+SLOW_FLOOR = Limits(
+    backoff_base=0.01,
+    backoff_max=0.02,
+    max_retries=0,
+    connect_timeout=2.0,
+    read_timeout=2.0,
+    chunk_bytes=32 * 1024,
+    disk_reserve_bytes=0,
+    low_speed_bytes=1000,
+    low_speed_seconds=0.3,
+)
+SMALL_BODY = bytes(range(250)) * 2
+
+
+def slow_ending(data: bytes, tail: bytes = b"") -> Iterator[bytes]:
+    """Send all but 100 bytes at once, the rest after a slow window, then ``tail``."""
+    yield data[:-100]
+    time.sleep(0.4)
+    yield data[-100:]
+    if tail:
+        time.sleep(0.1)
+        yield tail
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["length", "no-length"])
+def test_slow_last_window_completes(tmp_path, length: bool) -> None:
+    def script(request: ScriptedRequest) -> ScriptedResponse:
+        headers = {"Content-Length": str(len(SMALL_BODY))} if length else {}
+        return ScriptedResponse(
+            headers=headers,
+            body=slow_ending(SMALL_BODY),
+            length=False,
+            close=not length,
+        )
+
+    # No sha256, so the file takes the streaming path at any size.
+    planned = DownloadItem(
+        V1, "data.bin", tmp_path / "data.bin", None, len(SMALL_BODY) if length else None
+    )
+    with (
+        ScriptedServer(script) as server,
+        MiddlewareClient(server.url, limits=SLOW_FLOOR) as client,
+    ):
+        download_all(client, [planned])
+
+    assert planned.dest.read_bytes() == SMALL_BODY
+    assert len(server.requests) == 1
+
+
+def test_slow_window_before_more_bytes_stalls(tmp_path) -> None:
+    def script(request: ScriptedRequest) -> ScriptedResponse:
+        return ScriptedResponse(
+            body=slow_ending(SMALL_BODY, tail=b"more"), length=False, close=True
+        )
+
+    with (
+        ScriptedServer(script) as server,
+        MiddlewareClient(server.url, limits=SLOW_FLOOR) as client,
+        pytest.raises(MiddlewareError, match="the transfer stalled: 500 bytes"),
+    ):
+        download_all(client, [item(tmp_path, legacy=True)])
