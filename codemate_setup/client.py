@@ -198,6 +198,10 @@ class MiddlewareClient:
             hooks=self.session.hooks,
         )
         settings = self._environment_settings()
+        # NOTE: the read timeout bounds each socket read only, so a server that
+        # sends the response head a byte at a time keeps this call waiting
+        # without limit. The small-file transport applies the floor on
+        # download speed (Limits.low_speed_bytes) to heads, but this path does not.
         return self.session.send(
             prepared,
             stream=True,

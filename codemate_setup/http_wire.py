@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from codemate_setup.download_stall import StallGuard
+
 if TYPE_CHECKING:
     from codemate_setup.small_transport import SmallFileTransport
 
@@ -212,6 +214,11 @@ class Connection:
 
     def _read_head(self) -> ResponseHead:
         buffer = self.buffer
+        limits = self.transport.limits
+        # The read timeout bounds each wait only, so without this floor a head
+        # sent a byte at a time would keep the request waiting for days.
+        guard = StallGuard(limits.low_speed_bytes, limits.low_speed_seconds)
+        stalled: str | None = None
         while True:
             # The head ends at the first empty line, with or without CRs.
             ends = [
@@ -231,10 +238,13 @@ class Connection:
                 return head
             if len(buffer) > MAX_HEAD_BYTES:
                 raise _ProtocolError("response head too long")
-            self._fill()
+            if stalled is not None:
+                # Only a head still incomplete after the slow window counts.
+                raise TimeoutError(f"the response head was too slow: {stalled}")
+            stalled = guard.add(self._fill())
 
-    def _fill(self) -> None:
-        """Read what has arrived into the buffer.
+    def _fill(self) -> int:
+        """Read what has arrived into the buffer and return its length.
 
         Raises:
             http.client.RemoteDisconnected: If the server closed the connection.
@@ -246,6 +256,7 @@ class Connection:
                 "the server closed the connection without a complete response"
             )
         self.buffer += chunk
+        return len(chunk)
 
     def read_some(self, count: int) -> bytes:
         """Return up to ``count`` body bytes, b"" only at the end of the stream.

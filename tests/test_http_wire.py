@@ -278,3 +278,55 @@ def test_late_bytes_on_idle_connection_dropped() -> None:
 
             assert second.status_code == 200
             assert server.connections == 2
+
+
+# A response head sent slowly
+
+
+class DribbleServer(RawServer):
+    """A loopback server that sends each of ``pieces`` after its delay, then closes."""
+
+    def __init__(self, pieces: list[tuple[float, bytes]]) -> None:
+        self.pieces = pieces
+        super().__init__(lambda request: None)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            buffer = b""
+            while b"\r\n\r\n" not in buffer:
+                buffer += conn.recv(65536)
+            for delay, data in self.pieces:
+                time.sleep(delay)
+                conn.sendall(data)
+
+
+SLOW_FLOOR = fast_limits(
+    read_timeout=1.0, low_speed_bytes=1000, low_speed_seconds=0.3, max_retries=0
+)
+
+
+@pytest.mark.timeout(10)
+def test_head_sent_byte_by_byte_times_out(stage) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n" + b"X-Pad: a\r\n" * 100
+    pieces = [(0.05, head[n : n + 1]) for n in range(len(head))]
+    started = time.monotonic()
+    with (
+        DribbleServer(pieces) as server,
+        MiddlewareClient(f"http://127.0.0.1:{server.port}", limits=SLOW_FLOOR) as c,
+        pytest.raises(MiddlewareError, match="failed after 1 attempts: read timed out"),
+    ):
+        download_all(c, raw_items(stage, 1), workers=1)
+
+    assert time.monotonic() - started < 2.0
+
+
+def test_head_ending_after_slow_window_accepted(stage) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n"
+    pieces = [(0.0, head), (0.4, b"\r\npayload")]
+    with (
+        DribbleServer(pieces) as server,
+        MiddlewareClient(f"http://127.0.0.1:{server.port}", limits=SLOW_FLOOR) as c,
+    ):
+        download_all(c, raw_items(stage, 1), workers=1)
+
+    assert (stage / "f0.py").read_bytes() == b"payload"
