@@ -190,7 +190,7 @@ def _change_install(args: argparse.Namespace, options: RunOptions) -> int:
     with (
         lock,
         cancel_on_signals(CancelToken()) as token,
-        cancel_when_parent_exits(token, watched_parent()),
+        cancel_when_parent_exits(token, watched_parent() if setup_id else None),
     ):
         tracker = SetupTracker(options.layout.state_file)
         if setup_id:

@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     with (
         lock,
         cancel_on_signals(CancelToken()) as token,
-        cancel_when_parent_exits(token, watched_parent()),
+        cancel_when_parent_exits(token, watched_parent() if setup_id else None),
     ):
         report = _verify(options, setup_id, records_state, token)
 

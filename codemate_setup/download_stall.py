@@ -2,8 +2,9 @@
 
 The read timeout bounds each wait for bytes, but a server that sends one byte
 every few seconds never trips it. A transfer that receives fewer than
-``min_bytes`` in any window of ``window_seconds`` counts as stalled. curl's
-``--speed-limit`` and ``--speed-time`` options set a similar floor.
+``min_bytes`` per ``window_seconds``, on average over a window of at least
+that length, counts as stalled. curl's ``--speed-limit`` and ``--speed-time``
+options set a similar floor.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class StallGuard:
         elapsed = now - self._window_start
         if elapsed < self.window_seconds:
             return None
-        if self._window_bytes < self.min_bytes:
+        # A check runs only when bytes arrive, so a window can end long after
+        # window_seconds. The floor scales with it: a server cannot pass with
+        # min_bytes sent once per read timeout.
+        if self._window_bytes < self.min_bytes * elapsed / self.window_seconds:
             return (
                 f"the transfer stalled: {self._window_bytes} bytes arrived in "
                 f"{elapsed:.1f} s, fewer than the {self.min_bytes} bytes required "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -25,7 +26,13 @@ def interrupt_exits_quietly(enabled: bool) -> Iterator[None]:
     Args:
         enabled: False leaves SIGINT alone, for a script imported as a module.
     """
-    if not enabled:
+    # Python sets signal handlers in the main thread only, and a SIGINT that
+    # the parent ignores (a background job) stays ignored.
+    if (
+        not enabled
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
         yield
         return
 

@@ -11,7 +11,7 @@ def test_stall_guard_passes_fast_window() -> None:
     clock = FakeClock()
     guard = StallGuard(1000, 30.0, clock)
 
-    clock.now += 31
+    clock.now += 30
     assert guard.add(1000) is None
 
 
@@ -26,6 +26,15 @@ def test_stall_guard_trips_on_slow_window() -> None:
         "the transfer stalled: 300 bytes arrived in 30.0 s, fewer than the 1000 "
         "bytes required every 30 s"
     )
+
+
+def test_stall_guard_scales_floor_with_late_window() -> None:
+    clock = FakeClock()
+    guard = StallGuard(1000, 30.0, clock)
+    guard.add(1000)
+
+    clock.now += 59
+    assert guard.add(1) is not None
 
 
 def test_stall_guard_waits_for_a_whole_window() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,27 @@ def test_home_symlink_to_folder_is_accepted(
     result = run_script_with_home(script, home)
 
     assert "invalid home" not in result.stderr
+
+
+def test_ctrl_c_ignored_by_parent_stays_ignored(tmp_path: Path) -> None:
+    # A background job inherits an ignored SIGINT; loading must not undo that.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "psutil.py").write_text(
+        INTERRUPTING_MODULE.replace("time.sleep(30)", "time.sleep(0.2)")
+    )
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(shim), env["PYTHONPATH"]])
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "update.py"), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+
+    assert result.returncode == 0
+    assert "usage: update.py" in result.stdout

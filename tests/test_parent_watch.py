@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from update_helpers import child_env, run_cli
 
 from codemate_setup.orchestrator.signals import (
     PARENT_PID_VARIABLE,
@@ -40,3 +41,21 @@ def test_parent_watch_cancels_when_parent_differs() -> None:
 
     assert token.cancelled
     assert token.signal_name == "the exit of the orchestrator"
+
+
+def test_standalone_update_ignores_inherited_parent_pid(tmp_path, middleware) -> None:
+    home = tmp_path / "home"
+    env = child_env(CODEMATE_PARENT_PID="1")
+
+    result = run_cli(
+        "2.9.0",
+        "--middleware-url",
+        middleware.url,
+        "--home",
+        str(home),
+        "--yes",
+        env=env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert (home / "version.txt").read_text().strip() == "2.9.0"
