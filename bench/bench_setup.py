@@ -43,7 +43,7 @@ def run(ctx: BenchContext) -> BenchResult:
 
     home = ctx.workdir / "home"
     trace = ctx.workdir / "trace.jsonl"
-    env = script_env() | free_service_ports()
+    env = script_env()
     env["PYTHONPATH"] = str(TRACER)
     env[TRACE_VARIABLE] = str(trace)
 
@@ -66,6 +66,8 @@ def run(ctx: BenchContext) -> BenchResult:
         return figures
 
     with Middleware(releases, ctx.python, ctx.root) as server:
+        # Chosen once the middleware listens, so that none of them is its port.
+        env.update(free_service_ports())
         stats = repeat(measure_once, ctx, NAME)
     return _result(stats)
 

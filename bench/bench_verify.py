@@ -56,8 +56,9 @@ def run(ctx: BenchContext) -> BenchResult:
     publish(source, VERSION, releases)
 
     home = ctx.workdir / "home"
-    env = script_env() | free_service_ports()
     with Middleware(releases, ctx.python, ctx.root) as server:
+        # Chosen once the middleware listens, so that none of them is its port.
+        env = script_env() | free_service_ports()
         run_measured(update_command(ctx, VERSION, server.url, home), env=env)
         verify = verification_command(ctx, home, server.url, wheelhouse)
         # The first run builds the environment and installs the packages.
