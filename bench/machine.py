@@ -71,8 +71,20 @@ def _file_system(folder: Path) -> str:
 
 def _commit(root: Path) -> str:
     commit = _first_line(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+    # The page and the results that a run rewrites do not change what it measures.
     changed = _first_line(
-        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"]
+        [
+            "git",
+            "-C",
+            str(root),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)docs/benchmarks.md",
+            ":(exclude)bench/results",
+        ]
     )
     if changed != "not available":
         return f"{commit}, with uncommitted changes to tracked files"
