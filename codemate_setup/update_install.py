@@ -114,14 +114,14 @@ def new_listing(
     hash and a fresh ``os.stat`` of the installed file.
     """
     files = {}
-    for path, wanted in state.files.items():
-        kept = plan.kept.get(path)
-        if kept is not None and kept.sha256 is not None:
-            mode = kept.mode if kept.mode is not None else 0o644
-            if HAS_POSIX_MODES and wanted.mode is not None:
-                mode = wanted.mode
+    for path, target_file in state.files.items():
+        unchanged = plan.kept.get(path)
+        if unchanged is not None and unchanged.sha256 is not None:
+            mode = unchanged.mode if unchanged.mode is not None else 0o644
+            if HAS_POSIX_MODES and target_file.mode is not None:
+                mode = target_file.mode
             files[path] = InstalledFile(
-                kept.sha256, kept.size or 0, mode, kept.mtime_ns or 0
+                unchanged.sha256, unchanged.size or 0, mode, unchanged.mtime_ns or 0
             )
             continue
 

@@ -65,17 +65,17 @@ def download_to_staging(
     """
     files_dir = staging / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
-    expected = {wanted.path: wanted for wanted in plan.downloads}
+    expected = {target.path: target for target in plan.downloads}
 
     items = [
         DownloadItem(
-            version=wanted.version,
-            path=wanted.path,
-            dest=store_path(files_dir, wanted.path),
-            sha256=wanted.sha256,
-            size=wanted.size,
+            version=target.version,
+            path=target.path,
+            dest=store_path(files_dir, target.path),
+            sha256=target.sha256,
+            size=target.size,
         )
-        for wanted in plan.downloads
+        for target in plan.downloads
     ]
     requirements = state.requirements
     if requirements is not None and requirements not in state.files:
@@ -132,12 +132,12 @@ def verify_staged(
     hashes: dict[str, tuple[str, int]] = {}
 
     def check(path: str) -> tuple[str, tuple[str, int]]:
-        wanted = staged.expected.get(path)
+        target = staged.expected.get(path)
         return path, verify_staged_file(
             path,
             paths[path],
-            wanted.sha256 if wanted is not None else None,
-            wanted.size if wanted is not None else None,
+            target.sha256 if target is not None else None,
+            target.size if target is not None else None,
             verified.get(paths[path]),
         )
 

@@ -280,7 +280,8 @@ def test_run_logged_records_tool_while_it_runs(tmp_path: Path) -> None:
         )
 
     listed = result.output_tail[-1]
-    assert listed.startswith("['") and listed.endswith(".json']")
+    assert listed.startswith("['")
+    assert listed.endswith(".json']")
     assert list(folder.iterdir()) == []
 
 

@@ -1,4 +1,4 @@
-"""What a killed verification leaves behind: running tools and a half-built environment.
+"""Leftovers of a killed verification: running tools and a half-built environment.
 
 The verification runs ``python -m venv``, uv and pip in process groups of
 their own, so that stopping one stops what it started too. A verification
