@@ -143,7 +143,8 @@ def ops_from_documents(documents: object) -> tuple[Op, ...]:
 
 def write_journal(path: Path, journal: Journal) -> None:
     """Write the journal atomically and durably."""
-    atomic_write_json(path, journal.to_document())
+    # Compact, as the backup record is: the journal lists every move too.
+    atomic_write_json(path, journal.to_document(), compact=True)
     logger.debug(
         "journal %s: %s, %d moves",
         journal.transaction_id,
