@@ -8,6 +8,7 @@ with files of the same size.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -93,13 +94,16 @@ class _Probe:
         self.ctx = ctx
         self.large = large
         self.small = small
-        self.copy = ctx.workdir / "copy"
+        self.copies = itertools.count(1)
         self.env = script_env()
 
     def measure_once(self) -> dict[str, float]:
+        # Each copy stays until the benchmark ends. Creating a file on ext4
+        # costs far more CPU for a few minutes after many files were deleted
+        # nearby, so deleting the last copy first would slow this one.
+        copy_dir = self.ctx.workdir / f"copy-{next(self.copies)}"
         os.sync()
-        copy = run_measured(["cp", "-a", self.large.home / "app", self.copy])
-        shutil.rmtree(self.copy)
+        copy = run_measured(["cp", "-a", self.large.home / "app", copy_dir])
 
         os.sync()
         large = self._update(self.large)
@@ -161,7 +165,8 @@ def _result(
             "start to exit, against the reference middleware on 127.0.0.1 (a "
             "child process), then puts the old version back with "
             "`--allow-downgrade`, untimed. The reference is `cp -a` of the "
-            "large installation's folder into the same file system. `sync` "
+            "large installation's folder into a new folder of the same file "
+            "system; the copies are removed when the benchmark ends. `sync` "
             "runs before each timed command. The parts are the same updates run "
             "again once the new version is installed, so nothing changes; "
             "their difference is the cost of comparing the extra files."

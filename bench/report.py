@@ -24,7 +24,7 @@ HOW_TO_RUN = f"""\
 ```
 
 Run it from the repository root with the project's virtual environment (`.venv`)
-active. It needs `curl` on the `PATH`. The data (up to about 5 GiB) is generated in
+active. It needs `curl` on the `PATH`. The data (up to about 10 GiB) is generated in
 a temp folder (`--workdir` chooses where) and removed afterwards. The full run
 writes this page and `bench/results/latest.json`; `--quick` writes
 `bench/results/quick.md` and `bench/results/quick.json` unless `--output` and
