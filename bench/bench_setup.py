@@ -9,10 +9,10 @@ hook (``bench/tracer``) adds up in every process of the setup.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from bench.data import publish
@@ -41,14 +41,18 @@ def run(ctx: BenchContext) -> BenchResult:
     for version in VERSIONS:
         publish(ctx.root / "examples" / "releases-src" / version, version, releases)
 
-    home = ctx.workdir / "home"
+    repetitions = itertools.count(1)
     trace = ctx.workdir / "trace.jsonl"
     env = script_env()
     env["PYTHONPATH"] = str(TRACER)
     env[TRACE_VARIABLE] = str(trace)
 
     def measure_once() -> dict[str, float]:
-        shutil.rmtree(home, ignore_errors=True)
+        # A new home each time, kept until the benchmark ends: creating files
+        # on ext4 costs far more CPU for a few minutes after many files were
+        # deleted nearby, and that would lengthen the wall time of the next
+        # environment build.
+        home = ctx.workdir / f"home-{next(repetitions)}"
         figures = dict.fromkeys(["wall", *TRACE_FIGURES], 0.0)
         for version in VERSIONS:
             trace.unlink(missing_ok=True)
@@ -154,7 +158,7 @@ def _result(stats: dict[str, Stats]) -> BenchResult:
         title=TITLE,
         method=(
             f"Each run installs version {VERSIONS[0]} of the bundled examples into "
-            "an empty home with `setup_orchestrator.py VERSION --yes`, then "
+            "a new, empty home with `setup_orchestrator.py VERSION --yes`, then "
             f"updates it to {VERSIONS[1]} the same way, from the reference "
             "middleware on 127.0.0.1. `sync` runs before each setup. The "
             "example releases need no third-party package, so the verification "
