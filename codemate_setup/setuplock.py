@@ -25,7 +25,8 @@ def hold_setup_lock(layout: HomeLayout) -> Iterator[None]:
     Raises:
         SetupBusyError: If another process has the lock; the message names
             its pid when the state file records one.
-        StateFileError: If the home folder cannot be created.
+        StateFileError: If the home folder or the lock file cannot be created,
+            such as in a read-only home.
     """
     try:
         layout.home.mkdir(parents=True, exist_ok=True)
@@ -43,6 +44,11 @@ def hold_setup_lock(layout: HomeLayout) -> Iterator[None]:
             f"another setup is running in {layout.home}{_running_pid(layout)}; "
             "wait for it with `setup_orchestrator.py --wait` or stop that process"
         ) from None
+    except OSError as e:
+        raise StateFileError(
+            f"cannot create the setup lock {layout.setup_lock}: "
+            f"{e.strerror or e}; choose a writable folder with --home or CODEMATE_HOME"
+        ) from e
 
     logger.debug("holding the setup lock %s", layout.setup_lock)
     try:

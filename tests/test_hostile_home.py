@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from orchestration import read_state, run_setup
+from orchestration import ROOT, child_env, read_state, run_setup
 from update_helpers import installed_tree, publish_releases, run_cli, tree_snapshot
 
 from codemate_setup.middleware import MiddlewareHandle
@@ -84,3 +86,32 @@ def test_status_of_corrupt_state_names_fix(home: Path, command: tuple[str, ...])
     assert "is not valid JSON" in result.stderr
     assert "the next setup moves it aside" in result.stderr
     assert (home / "setup_state.json").read_text() == "{torn"
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["setup_orchestrator.py", "update.py", "verification_env.py"],
+)
+def test_unusable_setup_lock_names_fix(
+    home: Path, server: MiddlewareHandle, script: str
+) -> None:
+    # A folder in place of the lock file fails to open like a read-only home,
+    # also for root, which ignores folder permissions.
+    (home / "setup.lock").unlink(missing_ok=True)
+    (home / "setup.lock").mkdir()
+    args = ["--home", str(home), "--middleware-url", server.url]
+    if script != "verification_env.py":
+        args.insert(0, "1.1.0")
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"cannot create the setup lock {home / 'setup.lock'}" in result.stderr
+    assert "choose a writable folder with --home" in result.stderr
