@@ -158,7 +158,11 @@ class StateStore:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise StateFileError(f"cannot read the state file {self.path}: {e}") from e
+            raise StateFileError(
+                f"cannot read the state file {self.path}: {e.strerror or e}; "
+                "check that the home is a readable folder, or choose another "
+                "with --home"
+            ) from e
 
     def _move_aside(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
