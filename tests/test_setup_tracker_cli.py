@@ -47,6 +47,33 @@ def test_cli_prints_phases_readably(tmp_path: Path) -> None:
     assert "warning: only 1.0 GiB free on /" in result.stdout
 
 
+def test_cli_small_download_shown_in_kib(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup("3.0.0")
+    tracker.start_phase(Phase.CODEBASE_UPDATE, 10)
+    tracker.begin_step(Phase.CODEBASE_UPDATE, "Downloading application files")
+    tracker.set_step_progress(
+        Phase.CODEBASE_UPDATE,
+        0.5,
+        detail={"bytes_done": 512, "bytes_total": 1024, "bytes_per_second": 256},
+    )
+    tracker.flush()
+    result = run_cli(home=tmp_path)
+    tracker.close()
+    assert result.returncode == 0
+    assert "0.5 of 1.0 KiB at 0.2 KiB/s" in result.stdout
+
+
+def test_cli_home_is_file_names_fix(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    result = run_cli(home=home)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "Not a directory" in result.stderr
+    assert "choose another with --home" in result.stderr
+
+
 def test_cli_json_prints_document(tmp_path: Path) -> None:
     tracker = SetupTracker(tmp_path / "setup_state.json")
     setup_id = tracker.start_setup()

@@ -68,11 +68,12 @@ def _format_phase(name: str, phase_doc: dict[str, Any]) -> list[str]:
 
 def _format_detail(detail: dict[str, Any]) -> str:
     if "bytes_total" in detail or "bytes_done" in detail:
-        done = _mib(detail.get("bytes_done"))
-        total = _mib(detail.get("bytes_total"))
-        rate = _mib(detail.get("bytes_per_second"))
+        unit, size = _byte_unit(detail.get("bytes_total"))
+        done = _format_in_unit(detail.get("bytes_done"), size)
+        total = _format_in_unit(detail.get("bytes_total"), size)
+        rate = _format_in_unit(detail.get("bytes_per_second"), size)
         eta = detail.get("eta_seconds")
-        text = f"{done} of {total} MiB at {rate} MiB/s"
+        text = f"{done} of {total} {unit} at {rate} {unit}/s"
         if isinstance(eta, (int, float)):
             text += f", {eta:.0f} s left"
         return text
@@ -81,7 +82,14 @@ def _format_detail(detail: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(detail.items()))
 
 
-def _mib(value: object) -> str:
+def _byte_unit(total: object) -> tuple[str, int]:
+    """Pick KiB for a download under 1 MiB, which MiB would show as 0.0."""
+    if isinstance(total, (int, float)) and total < 1024 * 1024:
+        return "KiB", 1024
+    return "MiB", 1024 * 1024
+
+
+def _format_in_unit(value: object, size: int) -> str:
     if isinstance(value, (int, float)):
-        return f"{value / 1024 / 1024:.1f}"
+        return f"{value / size:.1f}"
     return "?"
