@@ -189,6 +189,7 @@ def test_cli_port_in_use_exits_2(example_releases, middleware):
     assert process.returncode == 2
     assert stdout == ""
     assert f"cannot listen on 127.0.0.1 port {middleware.port}" in stderr
+    assert "choose another port with --port (0 picks a free one)" in stderr
 
 
 def test_fault_flags_map_to_config():

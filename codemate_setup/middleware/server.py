@@ -193,7 +193,10 @@ def start_middleware(
     try:
         server = MiddlewareServer((host, port), store, FaultState(faults))
     except OSError as e:
-        raise UsageError(f"cannot listen on {host} port {port}: {e}") from e
+        raise UsageError(
+            f"cannot listen on {host} port {port}: {e.strerror or e}; "
+            "choose another port with --port (0 picks a free one) or another --host"
+        ) from e
 
     thread = threading.Thread(
         target=server.serve_forever,
