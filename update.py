@@ -140,7 +140,11 @@ def validate_arguments(args: argparse.Namespace) -> None:
             "update.py --rollback 2.9.0"
         )
     if other_action and args.version is not None:
-        raise UsageError(f"unexpected version {args.version!r} with this option")
+        flag = _chosen_action_flag(args)
+        raise UsageError(
+            f"{flag} takes no VERSION, got {args.version!r}; run update.py {flag} "
+            "alone, or update.py VERSION to install a version"
+        )
     if not other_action and args.rollback is None and args.version is None:
         raise UsageError(
             "missing VERSION: run update.py VERSION, or update.py --list to see "
@@ -153,6 +157,16 @@ def validate_arguments(args: argparse.Namespace) -> None:
         parse_version(args.rollback)
     if args.repo is not None and not _REPO.fullmatch(args.repo):
         raise UsageError(f"invalid --repo {args.repo!r}: expected OWNER/NAME")
+
+
+def _chosen_action_flag(args: argparse.Namespace) -> str:
+    flags = {
+        "--list": args.list,
+        "--check": args.check,
+        "--list-backups": args.list_backups,
+        "--recover": args.recover,
+    }
+    return next(flag for flag, chosen in flags.items() if chosen)
 
 
 def run(args: argparse.Namespace) -> int:
