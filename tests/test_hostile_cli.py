@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 from orchestration import ROOT, child_env, run_setup
 from update_helpers import child_env as update_env
 from update_helpers import run_cli
+
+from codemate_setup.state import SetupTracker
 
 
 def test_update_bad_updater_port_names_variable(tmp_path: Path) -> None:
@@ -230,3 +233,36 @@ def test_ctrl_c_ignored_by_parent_stays_ignored(tmp_path: Path) -> None:
 
     assert result.returncode == 0
     assert "usage: update.py" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--list", "--check", "--list-backups", "--recover"])
+def test_update_action_with_version_names_flag(tmp_path: Path, flag: str) -> None:
+    result = run_cli("3.0.0", flag, "--home", str(tmp_path / "home"))
+
+    assert result.returncode == 2
+    assert f"{flag} takes no VERSION, got '3.0.0'" in result.stderr
+    assert f"run update.py {flag} alone" in result.stderr
+
+
+def test_wait_timeout_keeps_json_stdout(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    setup_id = tracker.start_setup("3.0.0")
+    command = [sys.executable, str(ROOT / "setup_orchestrator.py"), "--wait"]
+
+    try:
+        result = subprocess.run(
+            [*command, "--timeout", "0.5", "--json", "--home", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=60,
+        )
+    finally:
+        tracker.close()
+
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["state"]["setup_id"] == setup_id
+    assert f"timed out after 0.5 s: setup {setup_id} is still running" in (
+        result.stderr
+    )
+    assert "wait again with a longer --timeout" in result.stderr

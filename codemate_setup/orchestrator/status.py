@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -51,9 +52,12 @@ def wait_for_setup(layout: HomeLayout, *, timeout: float | None, as_json: bool) 
             break
         if deadline is not None and time.monotonic() >= deadline:
             print(render(document, layout, as_json=as_json))
+            # The line goes to stderr so that --json leaves one document on stdout.
             print(
-                f"timed out after {timeout:g} s: setup {document['setup_id']} is "
-                f"still running (pid {document.get('pid')})"
+                f"error: timed out after {timeout:g} s: setup "
+                f"{document['setup_id']} is still running (pid "
+                f"{document.get('pid')}); wait again with a longer --timeout",
+                file=sys.stderr,
             )
             return ExitCode.FAILED
         time.sleep(WAIT_POLL_SECONDS)
