@@ -141,6 +141,15 @@ def test_invalid_version_exits_two(tmp_path: Path, version: str):
     assert not (home / "setup_state.json").exists()
 
 
+def test_skip_update_reason_names_flag(tmp_path: Path, middleware):
+    home = tmp_path / "home"
+    result = run_setup(None, middleware.url, home, "--skip-update")
+    update = read_state(home)["phases"]["codebase_update"]
+    assert result.returncode == 0, result.stderr
+    assert update["skip_reason"] == "--skip-update was given"
+    assert update["current_step"] == "Skipped: --skip-update was given"
+
+
 @pytest.mark.slow
 def test_skip_update_verifies_existing_install(tmp_path: Path, middleware):
     home = tmp_path / "home"

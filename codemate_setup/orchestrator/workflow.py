@@ -77,7 +77,7 @@ def _run_locked(
     if Phase.CODEBASE_UPDATE in done:
         logger.info("codebase_update completed in the interrupted run; skipping it")
     elif options.skip_update:
-        tracker.skip_phase(Phase.CODEBASE_UPDATE, "skipped with --skip-update")
+        tracker.skip_phase(Phase.CODEBASE_UPDATE, "--skip-update was given")
     else:
         results[Phase.CODEBASE_UPDATE] = run_update_phase(options, tracker, token.event)
 
@@ -88,7 +88,7 @@ def _run_locked(
         logger.info("environment_verification completed in the interrupted run")
     elif options.skip_verification:
         tracker.skip_phase(
-            Phase.ENVIRONMENT_VERIFICATION, "skipped with --skip-verification"
+            Phase.ENVIRONMENT_VERIFICATION, "--skip-verification was given"
         )
     elif not options.layout.version_file.exists():
         tracker.skip_phase(
