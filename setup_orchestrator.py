@@ -188,7 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("setup failed", exc_info=True)
         return e.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if args.status or args.wait:
+            print(
+                "error: interrupted while reading the setup; the setup itself goes "
+                "on, see it with `setup_orchestrator.py --status`",
+                file=sys.stderr,
+            )
+        else:
+            print("error: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
 
 

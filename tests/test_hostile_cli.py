@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -266,3 +267,24 @@ def test_wait_timeout_keeps_json_stdout(tmp_path: Path) -> None:
         result.stderr
     )
     assert "wait again with a longer --timeout" in result.stderr
+
+
+def test_wait_interrupted_says_setup_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "setup_orchestrator", ROOT / "setup_orchestrator.py"
+    )
+    assert spec is not None and spec.loader is not None
+    orchestrator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(orchestrator)
+
+    def interrupted_wait(*_args: object, **_kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(orchestrator, "wait_for_setup", interrupted_wait)
+
+    exit_code = orchestrator.main(["--wait", "--home", str(tmp_path)])
+
+    assert exit_code == 130
+    assert "interrupted while reading the setup" in capsys.readouterr().err
