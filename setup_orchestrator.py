@@ -32,7 +32,8 @@ EXIT_CODES_HELP = """exit codes:
   1    a phase failed (or, with --wait, the setup failed, was interrupted or timed out)
   2    invalid usage or input
   3    another setup is running in this home
-  130  interrupted by SIGINT or SIGTERM (or, with --wait, the setup was cancelled)
+  130  interrupted by SIGINT or SIGTERM (or, with --wait, the setup was cancelled
+       or the wait itself was interrupted)
 """
 
 
