@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
@@ -106,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.status:
         return show_status(layout, as_json=args.json)
+    if args.timeout is not None and not 0 <= args.timeout < math.inf:
+        raise UsageError(
+            f"invalid --timeout {args.timeout:g}: give a number of seconds, 0 or more"
+        )
     if args.wait:
         return wait_for_setup(layout, timeout=args.timeout, as_json=args.json)
     if args.timeout is not None:

@@ -288,3 +288,19 @@ def test_wait_interrupted_says_setup_goes_on(
 
     assert exit_code == 130
     assert "interrupted while reading the setup" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_wait_rejects_invalid_timeout(tmp_path: Path, value: str) -> None:
+    command = [sys.executable, str(ROOT / "setup_orchestrator.py"), "--wait"]
+
+    result = subprocess.run(
+        [*command, "--timeout", value, "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert f"invalid --timeout {float(value):g}" in result.stderr
