@@ -22,6 +22,7 @@ with interrupt_exits_quietly(__name__ == "__main__"):
     from codemate_setup.config import HomeLayout, resolve_middleware_url
     from codemate_setup.errors import ExitCode, SetupError
     from codemate_setup.logs import configure_run_logging
+    from codemate_setup.middleware_url import validate_base_url
     from codemate_setup.orchestrator.signals import (
         CancelToken,
         cancel_on_signals,
@@ -159,7 +160,11 @@ def options_from_args(args: argparse.Namespace) -> VerifyOptions:
 
     return VerifyOptions(
         layout=HomeLayout.create(args.home, args.install_dir),
-        middleware_url=resolve_middleware_url(args.middleware_url),
+        # Checked here, as the other scripts do, even when no step needs it.
+        middleware_url=validate_base_url(
+            resolve_middleware_url(args.middleware_url),
+            allow_insecure_http=args.allow_insecure_http,
+        ),
         check_only=args.check_only,
         deep=args.deep,
         installer=Installer(args.installer),

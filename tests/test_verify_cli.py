@@ -74,8 +74,19 @@ def check_by_id(document: dict, check_id: str) -> dict:
             {},
             "error: invalid --python /nonexistent/python3: the file does not exist",
         ),
+        (
+            ["--check-only", "--middleware-url", "ftp://example.invalid"],
+            {},
+            "error: invalid middleware URL 'ftp://example.invalid'",
+        ),
+        (
+            ["--check-only", "--middleware-url", "http://example.invalid"],
+            {},
+            "error: the middleware URL must use https for a host that is not on "
+            "loopback",
+        ),
     ],
-    ids=["installer", "threshold", "port-variable", "python"],
+    ids=["installer", "threshold", "port-variable", "python", "url", "insecure-url"],
 )
 def test_invalid_usage_exits_2(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
