@@ -20,7 +20,11 @@ from codemate_setup.backups import (
     stored_from_states,
 )
 from codemate_setup.config import RunOptions
-from codemate_setup.errors import InstallError, IntegrityError, SetupCancelledError
+from codemate_setup.errors import (
+    IntegrityError,
+    SetupCancelledError,
+    UsageError,
+)
 from codemate_setup.filestore import hash_file, store_path
 from codemate_setup.homefiles import (
     prepare_folders,
@@ -70,10 +74,10 @@ def run_rollback(
         on_step: Called when each step starts.
 
     Raises:
-        UsageError: If no chain of backups leads to ``version``.
+        UsageError: If nothing is installed, or no chain of backups leads to
+            ``version``.
         IntegrityError: If a backup's files are damaged; nothing was changed.
-        InstallError: If nothing is installed, or restoring fails (the
-            installed version is then kept).
+        InstallError: If restoring fails (the installed version is then kept).
     """
     target = None
     if version is not None:
@@ -108,7 +112,7 @@ class _Rollback:
             )
             installed = read_installed_version(self.layout)
             if installed is None:
-                raise InstallError(
+                raise UsageError(
                     f"nothing is installed in {self.layout.install_dir}, so there "
                     "is nothing to roll back; install a version with update.py VERSION"
                 )

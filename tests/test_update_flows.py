@@ -373,7 +373,7 @@ def test_rollback_unknown_version_cli(home: Path, server: MiddlewareHandle):
 def test_rollback_nothing_installed_cli(home: Path):
     done = run_cli("--rollback", "--home", str(home))
 
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "nothing is installed" in done.stderr
 
 
