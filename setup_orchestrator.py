@@ -179,7 +179,7 @@ def _print_result(result: SetupResult, as_json: bool, log_path: object) -> None:
     phases = ", ".join(f"{name} {status}" for name, status in result.phases.items())
     print(f"Setup {result.setup_id} {result.status.value}: {phases}.")
     if result.error_details:
-        print(f"error: {result.error_details}")
+        print(f"error: {result.error_details}", file=sys.stderr)
     if log_path:
         print(f"log: {log_path}")
 

@@ -92,6 +92,16 @@ def test_failed_update_without_install_skips_verification(tmp_path: Path, middle
     assert_consistent(document)
 
 
+def test_failed_setup_prints_error_on_stderr(tmp_path: Path, middleware):
+    home = tmp_path / "home"
+    middleware.set_faults(FaultConfig(corrupt_bytes=True))
+
+    result = run_setup("3.0.0", middleware.url, home)
+
+    assert "error: " in result.stderr
+    assert "error: " not in result.stdout
+
+
 @pytest.mark.slow
 def test_failed_verification_fails_setup(tmp_path: Path, middleware):
     home = tmp_path / "home"
