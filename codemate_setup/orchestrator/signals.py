@@ -47,9 +47,15 @@ def cancel_on_signals(token: CancelToken) -> Iterator[CancelToken]:
         yield token
         return
 
+    # A terminal sends Ctrl+C to an orchestrator and its phase children
+    # alike, and the orchestrator then sends SIGTERM to the child. Only the
+    # first signal of the process that talks to the user is a warning.
+    quiet = watched_parent() is not None
+
     def handle(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        logger.warning("received %s: cancelling the setup", name)
+        level = logging.INFO if quiet or token.cancelled else logging.WARNING
+        logger.log(level, "received %s: cancelling the setup", name)
         token.cancel(name)
 
     wanted = [signal.SIGINT, signal.SIGTERM]
