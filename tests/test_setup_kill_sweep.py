@@ -6,9 +6,9 @@ the new version or of the verification that follows, and then checks:
 
 - every process of the setup exits; the phase child of an ``--isolated``
   setup whose orchestrator alone was killed stops itself within seconds;
-- the install folder is byte for byte the old or the new published tree, or
-  an update journal is left for the next run when the process that applied
-  it was killed itself;
+- the install folder is byte for byte the old or the new published tree.
+  The exception is a kill of the process that applied the update: it leaves
+  an update journal for the next run, and every installed file is whole;
 - the state file is valid JSON and reads as an interrupted setup;
 - ``--resume`` completes the same setup with exit code 0, the install equals
   the new version exactly, and the state records the resume and any
@@ -70,7 +70,7 @@ OLD, NEW = "2.9.0", "3.0.0"
 REQUIREMENTS = {OLD: "cm-alpha==1.0\n", NEW: "cm-alpha==2.0\ncm-beta==1.0\n"}
 # Files that change between the versions, so the update makes many moves.
 CHANGED_FILES = 6
-# Marks every process of one setup; the value is unique to each case.
+# Marks every process of one setup, with a value unique to each case.
 RUN_MARK = "CODEMATE_TEST_SETUP_RUN"
 # Seconds the phase child of an isolated setup may take to stop by itself.
 CHILD_STOP_SECONDS = 10.0
@@ -237,9 +237,9 @@ def tool_records(home: Path) -> list[str]:
 class Moment:
     """When to kill: a pause point of the transaction, or a state reached.
 
-    ``cancelled_phase`` names the phase that an isolated setup's child must
-    record as cancelled when the orchestrator alone is killed, where the
-    child surely runs longer than it takes to notice.
+    ``cancelled_phase`` names the phase that the child of an isolated setup
+    must record as cancelled when only the orchestrator is killed. It is set
+    only where the child runs longer than the time it has to notice the kill.
     """
 
     pause_at: str | None = None
@@ -371,7 +371,23 @@ def assert_killed_run_left(
             setup.home, releases, NEW
         )
         assert old_or_new, "the install folder is a mix of the two versions"
+    else:
+        # Moves in flight: the next run finishes or undoes them, and until then
+        # each file is whole, as one of the two versions has it.
+        assert torn_files(setup.home, releases) == []
     return journal
+
+
+def torn_files(home: Path, releases: Path) -> list[str]:
+    """Return the installed files that neither version has as they are."""
+    old = published_snapshot(releases, OLD)
+    new = published_snapshot(releases, NEW)
+    installed = tree_snapshot(home / "app")
+    return [
+        path
+        for path, content in installed.items()
+        if content not in (old.get(path), new.get(path))
+    ]
 
 
 def resume(home: Path, url: str, wheelhouse: Path, mode: str) -> Setup:
