@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
 import filelock
 
 from codemate_setup.config import HomeLayout
 from codemate_setup.errors import SetupBusyError, StateFileError
+from codemate_setup.state.liveness import Liveness, assess
 from codemate_setup.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def hold_setup_lock(layout: HomeLayout) -> Iterator[None]:
+def hold_setup_lock(layout: HomeLayout) -> Iterator[int | None]:
     """Hold the home's setup lock, or fail at once if another setup has it.
 
-    The operating system releases the lock when its process dies, so a setup
-    killed with SIGKILL never blocks the next one.
+    The operating system releases the lock when the last process that has it
+    open exits. A setup killed with SIGKILL therefore blocks the next one only
+    until the phase child that inherited the lock has stopped.
+
+    Yields:
+        On POSIX, the file descriptor of the held lock. A child process that
+        inherits it keeps the lock held until the child exits too, even when
+        this process is killed. None elsewhere.
 
     Raises:
         SetupBusyError: If another process has the lock; the message names
@@ -40,10 +48,7 @@ def hold_setup_lock(layout: HomeLayout) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        raise SetupBusyError(
-            f"another setup is running in {layout.home}{_running_pid(layout)}; "
-            "wait for it with `setup_orchestrator.py --wait` or stop that process"
-        ) from None
+        raise SetupBusyError(_busy_message(layout)) from None
     except OSError as e:
         raise StateFileError(
             f"cannot create the setup lock {layout.setup_lock}: "
@@ -52,17 +57,38 @@ def hold_setup_lock(layout: HomeLayout) -> Iterator[None]:
 
     logger.debug("holding the setup lock %s", layout.setup_lock)
     try:
-        yield
+        yield _lock_descriptor(lock)
     finally:
         lock.release()
         logger.debug("released the setup lock %s", layout.setup_lock)
 
 
-def _running_pid(layout: HomeLayout) -> str:
+def _lock_descriptor(lock: filelock.BaseFileLock) -> int | None:
+    if os.name != "posix":
+        return None
+    # NOTE: filelock offers no public way to get the descriptor of a held lock.
+    return lock._context.lock_file_fd
+
+
+def _busy_message(layout: HomeLayout) -> str:
     try:
         document = StateStore(layout.state_file).read()
     except StateFileError:
-        return ""
-    if document and isinstance(document.get("pid"), int):
-        return f" (pid {document['pid']})"
-    return ""
+        document = None
+    pid = document.get("pid") if document else None
+    if not isinstance(pid, int):
+        pid = None
+
+    if pid is not None and assess(document) is Liveness.INTERRUPTED:
+        # The orchestrator died, and a phase child that inherited the lock
+        # is still rolling back.
+        return (
+            f"the setup of pid {pid} in {layout.home} was interrupted and its "
+            "phase process still holds the setup lock while it stops; try again "
+            "in a few seconds"
+        )
+    running = f" (pid {pid})" if pid is not None else ""
+    return (
+        f"another setup is running in {layout.home}{running}; "
+        "wait for it with `setup_orchestrator.py --wait` or stop that process"
+    )

@@ -297,10 +297,16 @@ def start_and_kill(
     wheelhouse: Path,
     moment: Moment,
     mode: str,
+    *,
+    hold: bool = False,
 ) -> Setup:
-    """Start the update to the new version and SIGKILL it at ``moment``."""
+    """Start the update to the new version and SIGKILL it at ``moment``.
+
+    With ``hold``, a process paused at ``moment`` stays paused until the
+    caller deletes ``pause_path(home)``.
+    """
     env = {}
-    pause_file = home.parent / "paused"
+    pause_file = pause_path(home)
     if moment.pause_at is not None:
         env = {PAUSE_VARIABLE: moment.pause_at, PAUSE_FILE_VARIABLE: str(pause_file)}
     setup = Setup.start(
@@ -320,12 +326,18 @@ def start_and_kill(
     else:
         os.kill(setup.process.pid, signal.SIGKILL)
     setup.process.wait(timeout=30)
+    if hold:
+        return setup
     if mode == "isolated-orchestrator" and pause_file.exists():
         # The paused update child goes on after the time in which it must
         # have noticed that its orchestrator is gone.
         time.sleep(PARENT_NOTICE_SECONDS)
     pause_file.unlink(missing_ok=True)
     return setup
+
+
+def pause_path(home: Path) -> Path:
+    return home.parent / "paused"
 
 
 def moment_reached(moment: Moment, setup: Setup, pause_file: Path) -> bool:
@@ -467,3 +479,32 @@ def test_kill_while_environment_rebuilds(
     assert_resumed_to_new(home, releases, killed_id, journal_left=False)
     leftovers = sorted(p.name for p in home.iterdir() if p.name.startswith("."))
     assert leftovers == []
+
+
+def test_next_setup_waits_for_stopping_child(
+    home: Path,
+    releases: Path,
+    sweep_server: MiddlewareHandle,
+    wheelhouse: Path,
+) -> None:
+    moment = MOMENTS["backups-done"]
+    killed = start_and_kill(
+        home, sweep_server.url, wheelhouse, moment, "isolated-orchestrator", hold=True
+    )
+    # The update child is still paused in its apply step, so it still runs.
+    early = Setup.start(
+        home, NEW, sweep_server.url, wheelhouse, "--resume", isolated=True
+    )
+    early_code = early.finish()
+    pause_path(home).unlink()
+    left = killed.wait_for_no_process(CHILD_STOP_SECONDS)
+    killed_id = json.loads((home / "setup_state.json").read_text())["setup_id"]
+
+    assert early_code == 3, early.output()
+    assert "still holds the setup lock" in early.output()
+    assert left == []
+    assert install_is(home, releases, OLD)
+
+    resume(home, sweep_server.url, wheelhouse, "isolated-orchestrator")
+
+    assert_resumed_to_new(home, releases, killed_id, journal_left=False)

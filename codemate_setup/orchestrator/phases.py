@@ -50,9 +50,17 @@ class PhaseResult:
 
 
 def run_update_phase(
-    options: SetupOptions, tracker: SetupTracker, cancel: threading.Event
+    options: SetupOptions,
+    tracker: SetupTracker,
+    cancel: threading.Event,
+    lock_fd: int | None = None,
 ) -> PhaseResult:
-    """Run the codebase update and return how it ended."""
+    """Run the codebase update and return how it ended.
+
+    ``lock_fd`` is the descriptor of the held setup lock. A child phase
+    inherits it, so the next setup cannot start while the child still runs,
+    not even after this process was killed.
+    """
     if options.isolated:
         script = str(SCRIPTS_DIR / "update.py")
         command = [
@@ -63,7 +71,7 @@ def run_update_phase(
         ]
         if options.yes:
             command.append("--yes")
-        return _run_child(command, Phase.CODEBASE_UPDATE, tracker, cancel)
+        return _run_child(command, Phase.CODEBASE_UPDATE, tracker, cancel, lock_fd)
 
     from codemate_setup.updater import run_update
 
@@ -82,13 +90,21 @@ def run_update_phase(
 
 
 def run_verification_phase(
-    options: SetupOptions, tracker: SetupTracker, cancel: threading.Event
+    options: SetupOptions,
+    tracker: SetupTracker,
+    cancel: threading.Event,
+    lock_fd: int | None = None,
 ) -> PhaseResult:
-    """Run the environment verification and return how it ended."""
+    """Run the environment verification and return how it ended.
+
+    ``lock_fd`` is passed on as in :func:`run_update_phase`.
+    """
     if options.isolated:
         command = [sys.executable, str(SCRIPTS_DIR / "verification_env.py")]
         command += _common_flags(options) + _verify_flags(options)
-        return _run_child(command, Phase.ENVIRONMENT_VERIFICATION, tracker, cancel)
+        return _run_child(
+            command, Phase.ENVIRONMENT_VERIFICATION, tracker, cancel, lock_fd
+        )
 
     from codemate_setup.verify.runner import run_verification
 
@@ -119,12 +135,21 @@ def _run_in_process(
 
 
 def _run_child(
-    command: list[str], phase: Phase, tracker: SetupTracker, cancel: threading.Event
+    command: list[str],
+    phase: Phase,
+    tracker: SetupTracker,
+    cancel: threading.Event,
+    lock_fd: int | None,
 ) -> PhaseResult:
     env = dict(os.environ, CODEMATE_SETUP_ID=tracker.setup_id or "")
     env[PARENT_PID_VARIABLE] = str(os.getpid())
     logger.info("running %s", " ".join(command))
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    # The child keeps the setup lock held while it rolls back after this
+    # process was killed, so a setup started meanwhile exits with code 3.
+    inherited = (lock_fd,) if lock_fd is not None else ()
+    child = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, pass_fds=inherited
+    )
 
     while True:
         try:

@@ -60,16 +60,23 @@ def run_setup(
     """
     token = token or CancelToken()
     progress_view = display() if display is not None else contextlib.nullcontext()
-    with hold_setup_lock(options.layout), cancel_on_signals(token), progress_view:
+    with (
+        hold_setup_lock(options.layout) as lock_fd,
+        cancel_on_signals(token),
+        progress_view,
+    ):
         tracker = SetupTracker(options.layout.state_file)
         try:
-            return _run_locked(options, tracker, token)
+            return _run_locked(options, tracker, token, lock_fd)
         finally:
             tracker.close()
 
 
 def _run_locked(
-    options: SetupOptions, tracker: SetupTracker, token: CancelToken
+    options: SetupOptions,
+    tracker: SetupTracker,
+    token: CancelToken,
+    lock_fd: int | None,
 ) -> SetupResult:
     done = _start_or_resume(options, tracker)
     results: dict[Phase, PhaseResult] = {}
@@ -79,7 +86,9 @@ def _run_locked(
     elif options.skip_update:
         tracker.skip_phase(Phase.CODEBASE_UPDATE, "--skip-update was given")
     else:
-        results[Phase.CODEBASE_UPDATE] = run_update_phase(options, tracker, token.event)
+        results[Phase.CODEBASE_UPDATE] = run_update_phase(
+            options, tracker, token.event, lock_fd
+        )
 
     if _cancelled(results, token):
         return _finish(tracker, OverallStatus.CANCELLED, results, token)
@@ -96,7 +105,7 @@ def _run_locked(
         )
     else:
         results[Phase.ENVIRONMENT_VERIFICATION] = run_verification_phase(
-            options, tracker, token.event
+            options, tracker, token.event, lock_fd
         )
 
     if _cancelled(results, token):
