@@ -14,6 +14,9 @@ the new version or of the verification that follows, and then checks:
   the new version exactly, and the state records the resume and any
   recovery of the killed run's transaction.
 
+A setup started while the phase child of a killed orchestrator still runs
+must exit with code 3 and leave the install alone.
+
 Moments come from the state file (a phase or step reached, a tool running)
 or from the ``CODEMATE_FAULT_PAUSE_AT`` test hook, which holds the process
 that applies the update at a named point of the transaction until it is
