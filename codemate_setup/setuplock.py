@@ -67,7 +67,17 @@ def _lock_descriptor(lock: filelock.BaseFileLock) -> int | None:
     if os.name != "posix":
         return None
     # NOTE: filelock offers no public way to get the descriptor of a held lock.
-    return lock._context.lock_file_fd
+    # Without it, a killed orchestrator's phase child runs unlocked until it
+    # notices the kill.
+    descriptor = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if not isinstance(descriptor, int):
+        logger.warning(
+            "found no file descriptor of the setup lock %s to pass to phase "
+            "child processes; they run unlocked once the orchestrator is killed",
+            lock.lock_file,
+        )
+        return None
+    return descriptor
 
 
 def _busy_message(layout: HomeLayout) -> str:
