@@ -77,8 +77,8 @@ CHANGED_FILES = 6
 RUN_MARK = "CODEMATE_TEST_SETUP_RUN"
 # Seconds the phase child of an isolated setup may take to stop by itself.
 CHILD_STOP_SECONDS = 10.0
-# Seconds in which a phase child notices that its orchestrator was killed.
-PARENT_NOTICE_SECONDS = 1.0
+# Logged by a phase child that noticed that its orchestrator was killed.
+PARENT_EXIT_NOTICE = "exited: cancelling"
 # Seconds a tool left by a killed in-process setup may take to end on its own.
 TOOL_END_SECONDS = 60.0
 # Seconds until a moment of the setup must have been reached.
@@ -332,11 +332,21 @@ def start_and_kill(
     if hold:
         return setup
     if mode == "isolated-orchestrator" and pause_file.exists():
-        # The paused update child goes on after the time in which it must
-        # have noticed that its orchestrator is gone.
-        time.sleep(PARENT_NOTICE_SECONDS)
+        # The paused update child goes on once it noticed the kill.
+        assert child_noticed_kill(home), "the child missed the orchestrator's kill"
     pause_file.unlink(missing_ok=True)
     return setup
+
+
+def child_noticed_kill(home: Path) -> bool:
+    """Wait until a phase child logs that its orchestrator exited."""
+    deadline = time.monotonic() + CHILD_STOP_SECONDS
+    while time.monotonic() < deadline:
+        for log in (home / "logs").glob("*.log"):
+            if PARENT_EXIT_NOTICE in log.read_text(errors="replace"):
+                return True
+        time.sleep(0.02)
+    return False
 
 
 def pause_path(home: Path) -> Path:
@@ -499,12 +509,14 @@ def test_next_setup_waits_for_stopping_child(
         home, NEW, sweep_server.url, wheelhouse, "--resume", isolated=True
     )
     early_code = early.finish()
+    noticed = child_noticed_kill(home)
     pause_path(home).unlink()
     left = killed.wait_for_no_process(CHILD_STOP_SECONDS)
     killed_id = json.loads((home / "setup_state.json").read_text())["setup_id"]
 
     assert early_code == 3, early.output()
     assert "still holds the setup lock" in early.output()
+    assert noticed
     assert left == []
     assert install_is(home, releases, OLD)
 
