@@ -492,6 +492,13 @@ def test_kill_while_environment_rebuilds(
     assert_resumed_to_new(home, releases, killed_id, journal_left=False)
     leftovers = sorted(p.name for p in home.iterdir() if p.name.startswith("."))
     assert leftovers == []
+    document = json.loads((home / "setup_state.json").read_text())
+    checks = phase_doc(document, "environment_verification")["checks"]
+    statuses = {check["check"]: check["status"] for check in checks}
+    if mode == "isolated-group":
+        # The killed child left the old environment aside, and the resumed
+        # verification put it back before it rebuilt it.
+        assert statuses.get("environment.rebuild") == "fixed"
 
 
 def test_next_setup_waits_for_stopping_child(
