@@ -19,7 +19,6 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import requests
 from packaging.version import Version
-from requests.adapters import HTTPAdapter
 
 from codemate_setup import __version__
 from codemate_setup.client_json import JsonFetcher
@@ -29,6 +28,7 @@ from codemate_setup.errors import (
     MiddlewareError,
     UsageError,
 )
+from codemate_setup.head_watch import HeadWatchAdapter
 from codemate_setup.middleware_url import is_loopback_host, validate_base_url
 from codemate_setup.paths import validate_release_path
 from codemate_setup.redact import redact_url
@@ -121,8 +121,14 @@ class MiddlewareClient:
 
         # This module and the downloader retry, because they handle
         # Retry-After, resumes and cancellation, so urllib3 must not retry.
-        adapter = HTTPAdapter(
-            pool_connections=4, pool_maxsize=self.pool_size, max_retries=0
+        # The adapter fails a request whose response head is one window of
+        # the floor on download speed late.
+        adapter = HeadWatchAdapter(
+            low_speed_bytes=self.limits.low_speed_bytes,
+            low_speed_seconds=self.limits.low_speed_seconds,
+            pool_connections=4,
+            pool_maxsize=self.pool_size,
+            max_retries=0,
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -181,7 +187,10 @@ class MiddlewareClient:
             The response with its body not yet read; the caller closes it.
 
         Raises:
-            requests.RequestException: If the request fails before a response.
+            requests.RequestException: If the request fails before a response,
+                such as a read timeout whose cause is HeadStalled when the
+                head is incomplete one ``Limits.low_speed_seconds`` after the
+                request.
             MiddlewareError: If the middleware redirects to plain http.
         """
         merged = dict(self.session.headers)
@@ -198,10 +207,6 @@ class MiddlewareClient:
             hooks=self.session.hooks,
         )
         settings = self._environment_settings()
-        # NOTE: the read timeout bounds each socket read only, so a server that
-        # sends the response head a byte at a time keeps this call waiting
-        # without limit. The small-file transport applies the floor on
-        # download speed (Limits.low_speed_bytes) to heads, but this path does not.
         return self.session.send(
             prepared,
             stream=True,

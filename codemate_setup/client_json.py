@@ -21,6 +21,7 @@ from packaging.version import Version
 from codemate_setup.config import Limits
 from codemate_setup.download_run import shutdown_response_socket
 from codemate_setup.errors import MiddlewareError, SetupCancelledError
+from codemate_setup.head_watch import interrupt_heads, interruptible
 from codemate_setup.redact import redact_text, redact_url
 from codemate_setup.retry import (
     describe_request_error,
@@ -228,7 +229,10 @@ class JsonFetcher:
         error_class: type[Exception],
     ) -> None:
         try:
-            with self.session.get(url, stream=True, timeout=self.timeout) as response:
+            with (
+                interruptible(call.stop),
+                self.session.get(url, stream=True, timeout=self.timeout) as response,
+            ):
                 call.attach(response)
                 self._check_status(response, description=description, version=version)
                 call.body = self._read_body(
@@ -323,6 +327,8 @@ class _JsonCall:
         self._lock = threading.Lock()
         self._response: requests.Response | None = None
         self._abandoned = False
+        # Set on abandon; wakes the attempt while it waits for the head.
+        self.stop = threading.Event()
 
     def attach(self, response: requests.Response) -> None:
         """Record the response, shutting it down at once if already abandoned."""
@@ -333,11 +339,13 @@ class _JsonCall:
             shutdown_response_socket(response)
 
     def abandon(self) -> None:
-        """Stop the attempt: wake a body read, or drop the wait for headers.
+        """Stop the attempt: wake a body read or the wait for the response head.
 
-        A thread still waiting for the response headers cannot be woken. It
-        is a daemon thread, so it ends with the read timeout or the process.
+        A thread still connecting cannot be woken. It is a daemon thread, so
+        it ends with the connect timeout or the process.
         """
+        self.stop.set()
+        interrupt_heads(self.stop)
         with self._lock:
             self._abandoned = True
             response = self._response

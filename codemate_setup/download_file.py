@@ -311,7 +311,8 @@ class FileDownload:
         client = self.run.client
         logger.debug("GET %s %s", redact_url(self.url), headers.get("Range", ""))
         try:
-            response = self.open_stream(self.url, headers)
+            with self.run.waiting_for_head():
+                response = self.open_stream(self.url, headers)
         except requests.RequestException as e:
             self.run.raise_if_stopped()
             if not is_retryable_exception(e):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import requests
 
 from codemate_setup.filestore import VerifiedFile
+from codemate_setup.head_watch import interrupt_heads, interruptible
 from codemate_setup.partial import (
     part_path,
     read_sidecar,
@@ -167,7 +168,11 @@ class DownloadRun:
         self.halt()
 
     def halt(self) -> None:
-        """Set the stop signal and interrupt the reads in progress."""
+        """Set the stop signal and interrupt the reads in progress.
+
+        The signal is set first, so a request that starts to wait for its
+        head meanwhile is shut down at once.
+        """
         self.stop.set()
         self.interrupt_responses()
 
@@ -187,10 +192,15 @@ class DownloadRun:
         with self._lock:
             self._interruptibles.append(target)
 
-    # NOTE: a request still waiting for its response headers cannot be
-    # interrupted, so it ends only at the connect or read timeout of Limits.
+    def waiting_for_head(self) -> contextlib.AbstractContextManager[None]:
+        """Let :meth:`halt` wake this thread's request while it waits for a head."""
+        return interruptible(self.stop)
+
+    # NOTE: a request still connecting cannot be interrupted, so it ends at
+    # the connect timeout of Limits and then sees the stop signal.
     def interrupt_responses(self) -> None:
-        """Shut down the sockets of the responses being read, waking their readers."""
+        """Shut down the sockets of the responses being read or awaited."""
+        interrupt_heads(self.stop)
         with self._lock:
             responses = list(self._responses)
             interruptibles = list(self._interruptibles)

@@ -59,3 +59,20 @@ class StallGuard:
         self._window_start = now
         self._window_bytes = 0
         return None
+
+
+class HeadStalled(TimeoutError):
+    """A response head that was still incomplete one stall window after its request.
+
+    A subclass of TimeoutError, so it is retried like a read timeout. Its
+    message is the reason from :func:`head_stall_reason`.
+    """
+
+
+def head_stall_reason(min_bytes: int, window_seconds: float) -> str:
+    """Describe a response head that did not arrive within one window."""
+    return (
+        f"the transfer stalled: the response head timed out, because it was not "
+        f"complete {window_seconds:g} s after the request, while {min_bytes} bytes "
+        f"are required every {window_seconds:g} s"
+    )

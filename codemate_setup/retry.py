@@ -19,6 +19,8 @@ from email.utils import parsedate_to_datetime
 import requests
 import urllib3.exceptions
 
+from codemate_setup.download_stall import HeadStalled
+
 # HTTP statuses that mean "try again later": rate limiting and server errors.
 # 501 Not Implemented and 505 HTTP Version Not Supported never change on retry.
 RETRYABLE_STATUS_RANGE = range(500, 600)
@@ -186,6 +188,9 @@ def describe_request_error(error: BaseException) -> str:
         return "connection refused"
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return "connect timed out"
+    stalled = next((c for c in causes if isinstance(c, HeadStalled)), None)
+    if stalled is not None:
+        return str(stalled)
     if any(isinstance(cause, _READ_TIMEOUTS) for cause in causes):
         return "read timed out"
     if any(isinstance(cause, socket.gaierror) for cause in causes):
