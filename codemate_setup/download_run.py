@@ -197,7 +197,7 @@ class DownloadRun:
         return interruptible(self.stop)
 
     # NOTE: a request still connecting cannot be interrupted, so it ends at
-    # the connect timeout of Limits and then sees the stop signal.
+    # the connect timeout of Limits and then raises DownloadStopped.
     def interrupt_responses(self) -> None:
         """Shut down the sockets of the responses being read or awaited."""
         interrupt_heads(self.stop)

@@ -1,8 +1,8 @@
 """A deadline on the response heads of the ``requests`` path, and a way to cut them.
 
 The read timeout bounds each socket read only, so a server that sends the
-response head a byte at a time keeps ``Session.send`` waiting without limit,
-and a thread waiting for a head has no response yet that a cancel could shut
+response head a byte at a time keeps ``Session.send`` waiting without limit.
+A thread waiting for a head also has no response yet that a cancel could shut
 down. :class:`HeadWatchAdapter` installs connection classes that register
 their socket with :data:`HEAD_WATCH` from the moment the request is sent until
 the head is parsed. One timer thread shuts down each socket whose head is
@@ -32,8 +32,8 @@ from codemate_setup.download_stall import HeadStalled, head_stall_reason
 
 logger = logging.getLogger(__name__)
 
-# What applies to the requests that the current thread sends: ``deadline``,
-# a (seconds, stall reason) pair set by HeadWatchAdapter.send, and ``stop``,
+# Settings of the requests that the current thread sends. ``deadline`` is a
+# (seconds, stall reason) pair set by HeadWatchAdapter.send, and ``stop`` is
 # the event set by interruptible().
 _scope = threading.local()
 
@@ -139,11 +139,11 @@ class HeadWatch:
                 self._wake_at = min(deadlines)
                 self._wake.wait(self._wake_at - now)
 
-    def _fire(self, waiter: _Waiter, why: str) -> None:
+    def _fire(self, waiter: _Waiter, outcome: str) -> None:
         """Shut down the socket of ``waiter``; the caller holds the lock."""
         self._waiting.discard(waiter)
-        waiter.fired = why
-        if why == _STALLED:
+        waiter.fired = outcome
+        if outcome == _STALLED:
             logger.debug("shutting down a connection: %s", waiter.reason)
         with contextlib.suppress(OSError):
             waiter.sock.shutdown(socket.SHUT_RDWR)
@@ -228,7 +228,8 @@ class HeadWatchAdapter(HTTPAdapter):
     """An HTTP adapter whose requests fail once their head is one window late.
 
     Args:
-        low_speed_bytes: ``Limits.low_speed_bytes``; 0 turns the deadline off.
+        low_speed_bytes: ``Limits.low_speed_bytes``. The deadline is off when
+            it or ``low_speed_seconds`` is 0.
         low_speed_seconds: ``Limits.low_speed_seconds``, the deadline of a head
             counted from the moment its request was sent.
         **kwargs: The arguments of :class:`requests.adapters.HTTPAdapter`.
@@ -237,11 +238,10 @@ class HeadWatchAdapter(HTTPAdapter):
     def __init__(
         self, *, low_speed_bytes: int, low_speed_seconds: float, **kwargs: Any
     ) -> None:
-        self.head_deadline = (
-            (low_speed_seconds, head_stall_reason(low_speed_bytes, low_speed_seconds))
-            if low_speed_bytes > 0
-            else None
-        )
+        self.head_deadline = None
+        if low_speed_bytes > 0 and low_speed_seconds > 0:
+            reason = head_stall_reason(low_speed_bytes, low_speed_seconds)
+            self.head_deadline = (low_speed_seconds, reason)
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:

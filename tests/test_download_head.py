@@ -1,8 +1,8 @@
 """Response heads on the regular (``requests``) path: a deadline, and cancels.
 
 Each test starts raw-socket servers on 127.0.0.1 that send the head a byte at
-a time or never, so that only the head deadline (one window of the floor on
-download speed) or a cancel can end the request before the read timeout.
+a time or never. Before the read timeout, only the head deadline (one window
+of the floor on download speed) or a cancel can then end the request.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ PATIENT_LIMITS = fast_limits(
 
 
 class HeadServer:
-    """A loopback server that answers each request with ``mode``.
+    """A loopback server that replies to each request as ``mode`` sets.
 
     ``"dribble"`` sends :data:`ENDLESS_HEAD` a byte at a time, and
     ``"silent"`` sends nothing and keeps the connection open. With an
