@@ -66,9 +66,10 @@ class HeadServer:
     """A loopback server that replies to each request as ``mode`` sets.
 
     ``"dribble"`` sends :data:`ENDLESS_HEAD` a byte at a time, and
-    ``"silent"`` sends nothing and keeps the connection open. With an
-    ``upstream`` middleware, only requests whose path contains
-    ``trap_path`` get that treatment and the others are relayed to it.
+    ``"silent"`` sends nothing and keeps the connection open. Only requests
+    whose path contains ``trap_path`` get that treatment. The others are
+    relayed to the ``upstream`` middleware. Without one they get a 404, sent
+    once a trapped request waits.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class HeadServer:
         self.upstream = upstream
         self.trap_path = trap_path
         self.trapped: list[str] = []
+        self.trap_waiting = threading.Event()
         self._stopped = threading.Event()
         self._connections: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -120,10 +122,11 @@ class HeadServer:
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 request = head.decode("latin-1")
                 path = request.split(" ")[1]
-                if self.upstream is not None and self.trap_path not in path:
+                if self.trap_path not in path:
                     conn.sendall(self._relay(path, request))
                     continue
                 self.trapped.append(path)
+                self.trap_waiting.set()
                 self._trap(conn)
                 return
 
@@ -138,7 +141,11 @@ class HeadServer:
             conn.sendall(ENDLESS_HEAD[index : index + 1])
 
     def _relay(self, path: str, request: str) -> bytes:
-        assert self.upstream is not None
+        if self.upstream is None:
+            # Answered once a trapped request waits, so that a test can
+            # end that wait with the failure of this one.
+            self.trap_waiting.wait(2.0)
+            return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
         headers = {}
         for line in request.split("\r\n")[1:]:
             name, _, value = line.partition(":")
@@ -157,6 +164,23 @@ class HeadServer:
                 lines.append(f"{name}: {response.getheader(name)}")
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class CancelLater:
+    """An event that a timer sets after ``seconds``, recording when."""
+
+    def __init__(self, seconds: float) -> None:
+        self.event = threading.Event()
+        self.set_at = 0.0
+        self._timer = threading.Timer(seconds, self._set)
+        self._timer.start()
+
+    def _set(self) -> None:
+        self.set_at = time.monotonic()
+        self.event.set()
+
+    def cancel_timer(self) -> None:
+        self._timer.cancel()
 
 
 def regular_item(stage: Path) -> DownloadItem:
@@ -198,15 +222,20 @@ def test_download_head_trickle_times_out(stage: Path) -> None:
 
 @pytest.mark.timeout(15)
 def test_download_head_deadline_off_without_floor(stage: Path) -> None:
-    limits = replace(HEAD_LIMITS, low_speed_bytes=0, read_timeout=0.2, max_retries=0)
-    with (
-        HeadServer("silent") as server,
-        MiddlewareClient(server.url, limits=limits) as client,
-        pytest.raises(MiddlewareError) as caught,
-    ):
-        download_all(client, [regular_item(stage)], workers=1)
+    # Two windows pass before the cancel, so a deadline would end it first.
+    limits = replace(HEAD_LIMITS, low_speed_bytes=0)
+    cancel = CancelLater(3 * WINDOW)
+    try:
+        with (
+            HeadServer("dribble") as server,
+            MiddlewareClient(server.url, limits=limits) as client,
+            pytest.raises(SetupCancelledError),
+        ):
+            download_all(client, [regular_item(stage)], workers=1, cancel=cancel.event)
+    finally:
+        cancel.cancel_timer()
 
-    assert "failed after 1 attempts: read timed out" in str(caught.value)
+    assert len(server.trapped) == 1
 
 
 @pytest.mark.timeout(15)
@@ -228,23 +257,6 @@ def test_json_head_trickle_times_out() -> None:
 # A halt while the head is awaited
 
 
-class CancelLater:
-    """An event that a timer sets after ``seconds``, recording when."""
-
-    def __init__(self, seconds: float) -> None:
-        self.event = threading.Event()
-        self.set_at = 0.0
-        self._timer = threading.Timer(seconds, self._set)
-        self._timer.start()
-
-    def _set(self) -> None:
-        self.set_at = time.monotonic()
-        self.event.set()
-
-    def cancel_timer(self) -> None:
-        self._timer.cancel()
-
-
 @pytest.mark.timeout(15)
 def test_download_cancel_wakes_head_wait(stage: Path) -> None:
     cancel = CancelLater(0.5)
@@ -261,6 +273,23 @@ def test_download_cancel_wakes_head_wait(stage: Path) -> None:
 
     assert server.trapped == ["/download/v1.0.0/pkg/slow.bin"]
     assert returned - cancel.set_at < 1.0
+
+
+@pytest.mark.timeout(15)
+def test_download_failure_wakes_head_wait(stage: Path) -> None:
+    missing = DownloadItem(V1, "missing.py", stage / "missing.py", None, 7)
+    started = time.monotonic()
+    with (
+        HeadServer("silent", trap_path="slow.bin") as server,
+        MiddlewareClient(server.url, limits=PATIENT_LIMITS) as client,
+        pytest.raises(MiddlewareError) as caught,
+    ):
+        download_all(client, [regular_item(stage), missing], workers=2)
+    elapsed = time.monotonic() - started
+
+    assert "file missing.py of release 1.0.0 not found" in str(caught.value)
+    assert server.trapped == ["/download/v1.0.0/pkg/slow.bin"]
+    assert elapsed < 1.0
 
 
 def request_threads() -> list[threading.Thread]:
