@@ -327,7 +327,7 @@ class _JsonCall:
         self._lock = threading.Lock()
         self._response: requests.Response | None = None
         self._abandoned = False
-        # Set on abandon; wakes the attempt while it waits for the head.
+        # Set by abandon(), which then wakes the attempt waiting for its head.
         self.stop = threading.Event()
 
     def attach(self, response: requests.Response) -> None:
