@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 from collections.abc import Iterator
 
 import filelock
@@ -44,6 +45,7 @@ def hold_setup_lock(layout: HomeLayout) -> Iterator[int | None]:
             "choose a writable folder with --home or CODEMATE_HOME"
         ) from e
 
+    _check_lock_path(layout)
     lock = filelock.FileLock(str(layout.setup_lock), thread_local=False)
     try:
         lock.acquire(timeout=0)
@@ -57,10 +59,77 @@ def hold_setup_lock(layout: HomeLayout) -> Iterator[int | None]:
 
     logger.debug("holding the setup lock %s", layout.setup_lock)
     try:
+        _check_no_live_setup(layout)
         yield _lock_descriptor(lock)
     finally:
         lock.release()
         logger.debug("released the setup lock %s", layout.setup_lock)
+
+
+def setup_lock_held(layout: HomeLayout) -> bool:
+    """Return True if a process holds the home's setup lock.
+
+    The probe opens the lock file read-only and never creates it, so it works
+    in a home that the caller cannot write to.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        descriptor = os.open(layout.setup_lock, flags)
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, BlockingIOError):
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def _check_lock_path(layout: HomeLayout) -> None:
+    try:
+        mode = os.lstat(layout.setup_lock).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StateFileError(
+            f"cannot read the setup lock {layout.setup_lock}: {e.strerror or e}; "
+            "check the permissions of the home folder"
+        ) from e
+    if not stat.S_ISREG(mode):
+        raise StateFileError(
+            f"cannot create the setup lock {layout.setup_lock}: it exists and is "
+            "not a regular file; remove it, or choose a writable folder with "
+            "--home or CODEMATE_HOME"
+        )
+
+
+def _check_no_live_setup(layout: HomeLayout) -> None:
+    """Raise if the state file names a live setup of another process.
+
+    The setup lock alone misses a setup whose lock file was deleted while it
+    ran, because the next setup then locks a new file.
+    """
+    # NOTE: a phase child still stopping after its orchestrator was killed is
+    # not in the state file, so a deleted lock file lets a setup start beside it.
+    try:
+        document = StateStore(layout.state_file).read()
+    except StateFileError:
+        return
+    pid = document.get("pid") if document else None
+    if pid == os.getpid() or assess(document) is not Liveness.RUNNING:
+        return
+    logger.warning(
+        "the setup lock %s was free but the state file records a running "
+        "setup (pid %s); the lock file was probably deleted",
+        layout.setup_lock,
+        pid,
+    )
+    raise SetupBusyError(_busy_message(layout))
 
 
 def _lock_descriptor(lock: filelock.BaseFileLock) -> int | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from codemate_setup.config import HomeLayout
 from codemate_setup.errors import ExitCode
+from codemate_setup.setuplock import setup_lock_held
 from codemate_setup.state import Liveness, OverallStatus, assess
 from codemate_setup.state.report import describe_status, format_state
 from codemate_setup.state.store import StateStore
@@ -36,7 +37,9 @@ def show_status(layout: HomeLayout, *, as_json: bool) -> int:
 def wait_for_setup(layout: HomeLayout, *, timeout: float | None, as_json: bool) -> int:
     """Block until the setup in ``layout`` ends and return its exit code.
 
-    A setup whose process died ends the wait at once as interrupted (exit 1).
+    A setup whose orchestrator died ends the wait as interrupted (exit 1) once
+    no phase child holds the setup lock any more, so that a setup started
+    right after the wait is not refused.
     Exit codes: 0 completed, 1 failed, interrupted or timed out, 130 cancelled.
 
     Raises:
@@ -48,15 +51,18 @@ def wait_for_setup(layout: HomeLayout, *, timeout: float | None, as_json: bool) 
     while True:
         document = store.read_for_report()
         liveness = assess(document)
-        if liveness is not Liveness.RUNNING:
+        stopping = liveness is Liveness.INTERRUPTED and setup_lock_held(layout)
+        if liveness is not Liveness.RUNNING and not stopping:
             break
         if deadline is not None and time.monotonic() >= deadline:
             print(render(document, layout, as_json=as_json))
             # The line goes to stderr so that --json leaves one document on stdout.
+            state = "was interrupted and its phase process is still stopping"
+            if not stopping:
+                state = f"is still running (pid {document.get('pid')})"
             print(
                 f"error: timed out after {timeout:g} s: setup "
-                f"{document['setup_id']} is still running (pid "
-                f"{document.get('pid')}); wait again with a longer --timeout",
+                f"{document['setup_id']} {state}; wait again with a longer --timeout",
                 file=sys.stderr,
             )
             return ExitCode.FAILED
