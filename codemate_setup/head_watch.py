@@ -101,6 +101,10 @@ class HeadWatch:
         """Stop watching; return why the socket was shut down, or None."""
         with self._lock:
             self._waiting.discard(waiter)
+            if self._timer_running and not self._waiting:
+                # The timer thread would otherwise sleep until a deadline
+                # that no request waits for any more, up to a whole window.
+                self._wake.notify()
         return waiter.fired
 
     def interrupt(self, stop: threading.Event) -> None:
