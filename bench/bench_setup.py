@@ -48,10 +48,10 @@ def run(ctx: BenchContext) -> BenchResult:
     env[TRACE_VARIABLE] = str(trace)
 
     def measure_once() -> dict[str, float]:
-        # A new home each time, kept until the benchmark ends: creating files
-        # on ext4 costs far more CPU for a few minutes after many files were
-        # deleted nearby, and that would lengthen the wall time of the next
-        # environment build.
+        # A new home each time, kept until the benchmark ends. Creating files
+        # on ext4 cost far more CPU time for a few minutes after many files
+        # were deleted nearby (measured, see bench/analysis/small_files.md),
+        # which would lengthen the next environment build.
         home = ctx.workdir / f"home-{next(repetitions)}"
         figures = dict.fromkeys(["wall", *TRACE_FIGURES], 0.0)
         for version in VERSIONS:

@@ -64,9 +64,10 @@ class _Probe:
 
     def measure_once(self) -> dict[str, float]:
         # Each repetition writes into new folders, and the files stay until the
-        # benchmark ends. Creating a file on ext4 costs far more CPU for a few
-        # minutes after many files were deleted nearby, so deleting the last
-        # repetition's 5,000 files first would charge that cost to each side.
+        # benchmark ends. Creating a file on ext4 cost far more CPU time for a
+        # few minutes after many files were deleted nearby (measured, see
+        # bench/analysis/small_files.md), so deleting the last repetition's
+        # 5,000 files first would charge that cost to each side.
         folder = self.ctx.workdir / f"repetition-{next(self.repetitions)}"
         fetched = folder / "fetched"
         curled = folder / "curled"

@@ -99,8 +99,9 @@ class _Probe:
 
     def measure_once(self) -> dict[str, float]:
         # Each copy stays until the benchmark ends. Creating a file on ext4
-        # costs far more CPU for a few minutes after many files were deleted
-        # nearby, so deleting the last copy first would slow this one.
+        # cost far more CPU time for a few minutes after many files were
+        # deleted nearby (measured, see bench/analysis/small_files.md), so
+        # deleting the last copy first would slow this one.
         copy_dir = self.ctx.workdir / f"copy-{next(self.copies)}"
         os.sync()
         copy = run_measured(["cp", "-a", self.large.home / "app", copy_dir])
