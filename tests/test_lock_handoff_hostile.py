@@ -46,6 +46,14 @@ def start_setup(
     )
 
 
+def start_paused_setup(
+    home: Path, url: str, point: str, pause: Path, *extra: str
+) -> subprocess.Popen:
+    """Start a setup whose update pauses at ``point`` while ``pause`` exists."""
+    env = {PAUSE_VARIABLE: point, PAUSE_FILE_VARIABLE: str(pause)}
+    return start_setup(home, url, *extra, env=env)
+
+
 def run_cli(home: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     command = orchestrator_command(*args, "--middleware-url", url, "--home", str(home))
     return subprocess.run(
@@ -111,11 +119,8 @@ def paused_child(tmp_path: Path, middleware) -> tuple[Path, int, Path]:
     pause file."""
     home = tmp_path / "home"
     pause = tmp_path / "pause"
-    setup = start_setup(
-        home,
-        middleware.url,
-        "--isolated",
-        env={PAUSE_VARIABLE: "apply:after-move:1", PAUSE_FILE_VARIABLE: str(pause)},
+    setup = start_paused_setup(
+        home, middleware.url, "apply:after-move:1", pause, "--isolated"
     )
     child = wait_for_file(pause)
     setup.send_signal(signal.SIGKILL)
@@ -212,11 +217,8 @@ def test_normal_path_releases_lock_at_exit(tmp_path, middleware):
 def test_lock_deleted_during_setup_keeps_second_out(tmp_path, middleware):
     home = tmp_path / "home"
     pause = tmp_path / "pause"
-    setup = start_setup(
-        home,
-        middleware.url,
-        "--isolated",
-        env={PAUSE_VARIABLE: "apply:after-move:1", PAUSE_FILE_VARIABLE: str(pause)},
+    setup = start_paused_setup(
+        home, middleware.url, "apply:after-move:1", pause, "--isolated"
     )
     try:
         wait_for_file(pause)
@@ -273,11 +275,8 @@ def test_lock_read_only_home_is_rejected(tmp_path):
 def test_sigterm_releases_lock_for_next_setup(tmp_path, middleware):
     home = tmp_path / "home"
     pause = tmp_path / "pause"
-    setup = start_setup(
-        home,
-        middleware.url,
-        "--isolated",
-        env={PAUSE_VARIABLE: "apply:after-journal", PAUSE_FILE_VARIABLE: str(pause)},
+    setup = start_paused_setup(
+        home, middleware.url, "apply:after-journal", pause, "--isolated"
     )
     wait_for_file(pause)
     setup.send_signal(signal.SIGTERM)
@@ -290,11 +289,7 @@ def test_sigterm_releases_lock_for_next_setup(tmp_path, middleware):
 def test_in_process_kill_frees_lock_at_once(tmp_path, middleware):
     home = tmp_path / "home"
     pause = tmp_path / "pause"
-    setup = start_setup(
-        home,
-        middleware.url,
-        env={PAUSE_VARIABLE: "apply:after-move:1", PAUSE_FILE_VARIABLE: str(pause)},
-    )
+    setup = start_paused_setup(home, middleware.url, "apply:after-move:1", pause)
     wait_for_file(pause)
     setup.send_signal(signal.SIGKILL)
     setup.wait(timeout=10)
