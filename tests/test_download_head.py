@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from download_support import fast_limits
 from packaging.version import Version
+from raw_server import ConnectionServer, request_heads
 from update_helpers import (
     FAST_LIMITS,
     install_home,
@@ -85,42 +86,22 @@ class HeadServer:
         self.trapped: list[str] = []
         self.trap_waiting = threading.Event()
         self._stopped = threading.Event()
-        self._connections: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._server = ConnectionServer(self._serve)
+        self.port = self._server.port
+        self.url = self._server.url("")
 
     def __enter__(self) -> HeadServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stopped.set()
-        self._listener.close()
-        for conn in self._connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        self._server.close()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self._connections.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            buffer = b""
-            while not self._stopped.is_set():
-                while b"\r\n\r\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                request = head.decode("latin-1")
+    def _serve(self, conn: socket.socket, _index: int) -> None:
+        with contextlib.suppress(OSError):
+            for request in request_heads(conn):
+                if self._stopped.is_set():
+                    return
                 path = request.split(" ")[1]
                 if self.trap_path not in path:
                     conn.sendall(self._relay(path, request))

@@ -11,10 +11,11 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
+from raw_server import ConnectionServer, Handler
 
 from codemate_setup.download_stall import HeadStalled
 from codemate_setup.head_watch import HEAD_WATCH, HeadWatchAdapter
@@ -22,47 +23,6 @@ from codemate_setup.head_watch import HEAD_WATCH, HeadWatchAdapter
 WINDOW = 0.6
 BODY = b"payload"
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"
-
-Handler = Callable[[socket.socket, int], None]
-
-
-class RawServer:
-    """A loopback server that runs ``handler(connection, index)`` per connection."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.handler = handler
-        self.connections = 0
-        self.threads: list[threading.Thread] = []
-        self.accepting = threading.Thread(target=self._accept, daemon=True)
-        self.accepting.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            index = self.connections
-            self.connections += 1
-            thread = threading.Thread(
-                target=self._serve, args=(connection, index), daemon=True
-            )
-            self.threads.append(thread)
-            thread.start()
-
-    def _serve(self, connection: socket.socket, index: int) -> None:
-        with connection, contextlib.suppress(OSError):
-            self.handler(connection, index)
-
-    def url(self, path: str = "/file") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.listener.close()
-        for thread in self.threads:
-            thread.join(timeout=5)
 
 
 def read_request(connection: socket.socket) -> bytes:
@@ -84,12 +44,14 @@ def serve_keepalive(connection: socket.socket, head_delays: list[float]) -> None
 
 
 @contextlib.contextmanager
-def raw_server(handler: Handler) -> Iterator[RawServer]:
-    server = RawServer(handler)
-    try:
+def raw_server(handler: Handler) -> Iterator[ConnectionServer]:
+    def serve_quietly(connection: socket.socket, index: int) -> None:
+        # A client that gives up resets or closes the connection.
+        with contextlib.suppress(OSError):
+            handler(connection, index)
+
+    with ConnectionServer(serve_quietly) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

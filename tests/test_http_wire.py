@@ -12,7 +12,6 @@ import contextlib
 import http.client
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from download_support import fast_limits, sha256
 from packaging.version import Version
+from raw_server import ConnectionServer, request_heads
 
 from codemate_setup.client import USER_AGENT, MiddlewareClient
 from codemate_setup.download import DownloadItem, download_all
@@ -54,35 +54,22 @@ class RawServer:
     def __init__(self, reply: Callable[[str], bytes | None]) -> None:
         self.reply = reply
         self.requests: list[str] = []
-        self.connections = 0
         self.close_after_each = False
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        self._server = ConnectionServer(self._serve)
+        self.port = self._server.port
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        return self._server.connections
 
-    def _serve(self, conn: socket.socket) -> None:
-        # A client that closes with bytes unread resets the connection.
-        with contextlib.suppress(ConnectionResetError), conn:
-            buffer = b""
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                self.requests.append(head.decode("latin-1"))
-                answer = self.reply(head.decode("latin-1"))
+    def _serve(self, conn: socket.socket, _index: int) -> None:
+        # A client that closes with bytes unread resets the connection, and
+        # close() shuts down a connection that may be sending.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            for request in request_heads(conn):
+                self.requests.append(request)
+                answer = self.reply(request)
                 if answer is None:
                     return
                 conn.sendall(answer)
@@ -95,7 +82,7 @@ class RawServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._listener.close()
+        self._server.close()
 
 
 def fetch_from(server: RawServer, items: list[DownloadItem]):
@@ -262,9 +249,9 @@ def test_late_bytes_on_idle_connection_dropped() -> None:
     conns: list[socket.socket] = []
 
     class RecordingServer(RawServer):
-        def _serve(self, conn: socket.socket) -> None:
+        def _serve(self, conn: socket.socket, index: int) -> None:
             conns.append(conn)
-            super()._serve(conn)
+            super()._serve(conn, index)
 
     with RecordingServer(lambda request: respond(b"payload")) as server:
         url = f"http://127.0.0.1:{server.port}"
@@ -290,8 +277,8 @@ class DribbleServer(RawServer):
         self.pieces = pieces
         super().__init__(lambda request: None)
 
-    def _serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
+    def _serve(self, conn: socket.socket, _index: int) -> None:
+        with contextlib.suppress(OSError):
             buffer = b""
             while b"\r\n\r\n" not in buffer:
                 buffer += conn.recv(65536)
