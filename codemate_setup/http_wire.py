@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from codemate_setup.download_stall import StallGuard
+from codemate_setup.download_stall import HeadStalled, StallGuard
 
 if TYPE_CHECKING:
     from codemate_setup.small_transport import SmallFileTransport
@@ -240,7 +240,7 @@ class Connection:
                 raise _ProtocolError("response head too long")
             if stalled is not None:
                 # Only a head still incomplete after the slow window counts.
-                raise TimeoutError(f"the response head was too slow: {stalled}")
+                raise HeadStalled(f"{stalled}, while the response head was read")
             stalled = guard.add(self._fill())
 
     def _fill(self) -> int:
