@@ -169,6 +169,7 @@ def test_handoff_status_while_child_stops(paused_child, middleware):
     )
     assert status.returncode == 0, status.stderr
     assert "interrupted" in status.stdout
+    assert "a phase process of this setup is still stopping" in status.stdout
 
 
 def test_handoff_wait_returns_after_child_exits(paused_child, middleware):

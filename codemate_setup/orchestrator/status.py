@@ -87,4 +87,11 @@ def render(
         return json.dumps(
             {"reported_status": describe_status(document), "state": document}, indent=2
         )
-    return format_state(document)
+    text = format_state(document)
+    if describe_status(document) == "interrupted" and setup_lock_held(layout):
+        text += (
+            "\n  a phase process of this setup is still stopping and holds the "
+            "setup lock, so a new setup exits with code 3 until it ends; wait "
+            "for it with `setup_orchestrator.py --wait`"
+        )
+    return text
