@@ -67,10 +67,11 @@ def hold_setup_lock(layout: HomeLayout) -> Iterator[int | None]:
 
 
 def setup_lock_held(layout: HomeLayout) -> bool:
-    """Return True if a process holds the home's setup lock.
+    """Return True if another process has the home's setup lock.
 
-    The probe opens the lock file read-only and never creates it, so it works
-    in a home that the caller cannot write to.
+    The probe locks a free lock file for an instant, so a setup that starts in
+    that instant exits with code 3. It opens the file read-only and never
+    creates it, so it works in a home that the caller cannot write to.
     """
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:

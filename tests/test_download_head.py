@@ -123,7 +123,7 @@ class HeadServer:
 
     def _relay(self, path: str, request: str) -> bytes:
         if self.upstream is None:
-            # Answered once a trapped request waits, so that a test can
+            # Sent once a trapped request waits, so that a test can
             # end that wait with the failure of this one.
             self.trap_waiting.wait(2.0)
             return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"

@@ -36,7 +36,7 @@ def read_request(connection: socket.socket) -> bytes:
 
 
 def serve_keepalive(connection: socket.socket, head_delays: list[float]) -> None:
-    """Answer requests on one connection, each head after its delay."""
+    """Respond to the requests on one connection, each head after its delay."""
     for delay in head_delays:
         read_request(connection)
         time.sleep(delay)

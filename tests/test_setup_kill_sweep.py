@@ -18,9 +18,9 @@ A setup started while the phase child of a killed orchestrator still runs
 must exit with code 3 and leave the install alone.
 
 Moments come from the state file (a phase or step reached, a tool running)
-or from the ``CODEMATE_FAULT_PAUSE_AT`` test hook, which holds the process
-that applies the update at a named point of the transaction until it is
-killed.
+or from the ``CODEMATE_FAULT_PAUSE_AT`` test hook, which pauses the process
+that applies the update at a named point of the transaction until the test
+kills it or deletes the pause file.
 
 Every process of a setup carries a variable with a value unique to its case,
 so the processes are found by their environment. The tools of the
