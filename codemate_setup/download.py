@@ -106,6 +106,8 @@ class DownloadStats:
         bytes_reused: Bytes of reused files and of resumed part files.
         retries: Retries of any kind (transient failure, mismatch restart).
         resumes: Responses with a matching partial body (206) to a range request.
+        bytes_spliced: Bytes of ``bytes_downloaded`` that the kernel moved from
+            the socket into the file (Linux, plain HTTP; see ``download_body``).
         seconds: Wall-clock duration of the call.
         verified: Hash of each staged file as checked by this call, by
             destination, so a later check of an unchanged file needs no read.
@@ -117,6 +119,7 @@ class DownloadStats:
     bytes_reused: int = 0
     retries: int = 0
     resumes: int = 0
+    bytes_spliced: int = 0
     seconds: float = 0.0
     verified: dict[Path, VerifiedFile] = field(default_factory=dict, repr=False)
 

@@ -10,12 +10,21 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 import requests
 import urllib3.exceptions
 
+from codemate_setup.download_body import (
+    Body,
+    ReadBody,
+    SplicedBody,
+    SpliceUnsupported,
+    can_read_one_chunk,
+    splice_socket,
+)
 from codemate_setup.download_hash import BackgroundHasher, HashingError
 from codemate_setup.download_run import DownloadRun, PlannedItem, hash_stream
 from codemate_setup.download_stall import StallGuard
@@ -89,6 +98,15 @@ class _PartFile:
         self.hasher = BackgroundHasher(batch_bytes, initial=initial)
         self.received = 0
         self.validator: str | None = None
+        self._region_fd: int | None = None
+
+    def region_fd(self) -> int:
+        """Return a read-only descriptor of the same file, for the hasher."""
+        if self._region_fd is None:
+            self._region_fd = os.open(
+                f"/proc/self/fd/{self.handle.fileno()}", os.O_RDONLY | os.O_CLOEXEC
+            )
+        return self._region_fd
 
     def reset(self) -> None:
         """Drop every byte received, to start again from byte 0."""
@@ -105,6 +123,9 @@ class _PartFile:
             self.hasher.close()
         finally:
             self.handle.close()
+            if self._region_fd is not None:
+                os.close(self._region_fd)
+                self._region_fd = None
 
 
 class FileDownload:
@@ -410,46 +431,97 @@ class FileDownload:
             )
 
     def _stream_body(self, response: requests.Response, part: _PartFile) -> None:
-        """Read the body into the part file, hashing it, never past the total."""
+        """Move the body into the part file, hashing it, never past the total."""
         run = self.run
-        read = _body_reader(response)
         chunk_bytes = run.limits.chunk_bytes
         total = self._expected_total()
         limit = total if total is not None else run.limits.max_file_bytes
-        handle = part.handle
         guard = StallGuard(run.limits.low_speed_bytes, run.limits.low_speed_seconds)
+        body: Body = ReadBody(response)
+        may_splice = total is not None
         # A slow window that ends the body is no stall, because nothing is left
         # to retry. On a body of unknown length, only a further chunk shows that.
         stalled: str | None = None
 
-        while part.received < limit:
-            run.raise_if_stopped()
-            requested = min(chunk_bytes, limit - part.received)
-            chunk = self._read(read, requested, part, total)
-            if not chunk:
-                break
-            if stalled is not None:
-                # Retried like a cut connection, so the bytes written are kept.
-                raise _Transient(stalled)
+        try:
+            while part.received < limit:
+                run.raise_if_stopped()
+                requested = min(chunk_bytes, limit - part.received)
+                try:
+                    size = self._receive(body, requested, part, total)
+                except SpliceUnsupported as e:
+                    logger.debug("%s: reading the body as usual: %s", self.label, e)
+                    body.close()
+                    body = ReadBody(response)
+                    continue
+                if not size:
+                    break
+                if stalled is not None:
+                    # Retried like a cut connection, so the bytes written are kept.
+                    raise _Transient(stalled)
 
-            part.hasher.update(chunk)
-            try:
-                handle.write(chunk)
-            except OSError as e:
-                raise self._write_error(e) from e
-            part.received += len(chunk)
-            run.count("bytes_downloaded", len(chunk))
-            self._credit(part.received)
-            stalled = guard.add(len(chunk))
-            if stalled is not None and total is not None and part.received < total:
-                # Retried like a cut connection, so the bytes written are kept.
-                raise _Transient(stalled)
+                self._store(body, part)
+                part.received += size
+                run.count("bytes_downloaded", size)
+                if type(body) is SplicedBody:
+                    run.count("bytes_spliced", size)
+                self._credit(part.received)
+                stalled = guard.add(size)
+                if stalled is not None and total is not None and part.received < total:
+                    # Retried like a cut connection, so the bytes written are kept.
+                    raise _Transient(stalled)
+                if may_splice and total is not None:
+                    may_splice = False
+                    body = self._splice_rest(response, part, total) or body
 
-        self._check_body_end(read, part, total, limit)
+            self._check_body_end(body, part, total, limit)
+        finally:
+            body.close()
+            if type(body) is SplicedBody:
+                # Spliced bytes are written at their offset, which leaves the
+                # file position behind them for the next write.
+                part.handle.seek(part.received)
+
+    def _splice_rest(
+        self, response: requests.Response, part: _PartFile, total: int
+    ) -> SplicedBody | None:
+        """Return the rest of a large plain body as a spliced one, if it can be."""
+        remaining = total - part.received
+        if remaining <= self.run.limits.chunk_bytes or not can_read_one_chunk(
+            self.run.limits.chunk_bytes
+        ):
+            return None
+        sock = splice_socket(response, remaining)
+        if sock is None:
+            return None
+        try:
+            part.handle.flush()
+            return SplicedBody(sock, part.region_fd())
+        except OSError as e:
+            logger.debug("%s: reading the body as usual: %s", self.label, e)
+            return None
+
+    def _receive(
+        self, body: Body, count: int, part: _PartFile, total: int | None
+    ) -> int:
+        try:
+            return body.receive(count)
+        except _READ_ERRORS as e:
+            self.run.raise_if_stopped()
+            reason = describe_request_error(e)
+            if reason == CUT_OFF_REASON and total is not None:
+                reason = f"the connection closed after {part.received} of {total} bytes"
+            raise _Transient(reason) from e
+
+    def _store(self, body: Body, part: _PartFile) -> None:
+        try:
+            body.store(part.handle, part.received, part.hasher)
+        except OSError as e:
+            raise self._write_error(e) from e
 
     def _check_body_end(
         self,
-        read: Callable[[int], bytes],
+        body: Body,
         part: _PartFile,
         total: int | None,
         limit: int,
@@ -460,9 +532,8 @@ class FileDownload:
                 f"the connection closed after {part.received} of {total} bytes"
             )
 
-        # Any further byte exceeds the declared size. A body delimited by
-        # Content-Length ends here anyway, so this read returns at once.
-        if part.received >= limit and self._read(read, 1, part, total):
+        # Any further byte exceeds the declared size.
+        if part.received >= limit and self._has_more(body, part, total):
             if total is None:
                 raise IntegrityError(
                     f"{self.label} must be at most {limit} bytes, but the server "
@@ -470,21 +541,12 @@ class FileDownload:
                 )
             raise _Mismatch(f"{total} bytes", "more bytes than declared")
 
-    def _read(
-        self,
-        read: Callable[[int], bytes],
-        count: int,
-        part: _PartFile,
-        total: int | None,
-    ) -> bytes:
+    def _has_more(self, body: Body, part: _PartFile, total: int | None) -> bool:
         try:
-            return read(count)
+            return body.has_more()
         except _READ_ERRORS as e:
             self.run.raise_if_stopped()
-            reason = describe_request_error(e)
-            if reason == CUT_OFF_REASON and total is not None:
-                reason = f"the connection closed after {part.received} of {total} bytes"
-            raise _Transient(reason) from e
+            raise _Transient(describe_request_error(e)) from e
 
     def _credit(self, received: int, *, transferred: bool = True) -> None:
         """Report progress up to ``received`` bytes, never going backwards."""
@@ -552,17 +614,3 @@ def _validator(response: requests.Response) -> str | None:
     if etag and not etag.startswith("W/"):
         return etag
     return None
-
-
-def _body_reader(response: requests.Response) -> Callable[[int], bytes]:
-    """Return a function reading up to N raw, undecoded body bytes.
-
-    ``read1`` (urllib3 2.3 and later) returns whatever has arrived, up to N
-    bytes, so progress and resume points follow the network. The older
-    ``read`` waits until N bytes arrive or the body ends.
-    """
-    raw = response.raw
-    read1 = getattr(raw, "read1", None)
-    if read1 is not None:
-        return lambda count: read1(count, decode_content=False)
-    return lambda count: raw.read(count, decode_content=False)

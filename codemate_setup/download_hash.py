@@ -7,15 +7,21 @@ collects the received chunks into batches and hands them to that thread
 through a bounded queue, so the chunks waiting to be hashed use at most a few
 batches of memory. A stream that never fills one batch is hashed in the
 calling thread, and no thread is started for it.
+
+The chunks are ``bytes`` objects, or regions of a file that the caller has
+written already (:meth:`BackgroundHasher.update_file`): the hashing thread
+maps each region and hashes the file's cached pages without copying them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
+import os
 import queue
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +35,14 @@ THREAD_NAME = "download-sha256"
 MAX_QUEUED_BATCHES = 2
 
 _END = object()
+
+
+class FileRegion(NamedTuple):
+    """Bytes ``offset`` to ``offset + length`` of the open file ``fd``."""
+
+    fd: int
+    offset: int
+    length: int
 
 
 class HashingError(Exception):
@@ -62,7 +76,7 @@ class BackgroundHasher:
         self._hash = initial if initial is not None else hashlib.sha256()
         self._batch_bytes = batch_bytes
         self._max_batches = max_batches
-        self._batch: list[bytes] = []
+        self._batch: list[bytes | FileRegion] = []
         self._batch_size = 0
         self._queue: queue.Queue[Any] | None = None
         self._thread: threading.Thread | None = None
@@ -97,6 +111,36 @@ class BackgroundHasher:
         if self._batch_size >= self._batch_bytes:
             self._submit_batch()
 
+    def update_file(self, fd: int, offset: int, length: int) -> None:
+        """Add the next ``length`` bytes of the stream, already written to ``fd``.
+
+        ``fd`` must be open for reading and stay open until :meth:`hexdigest`
+        or :meth:`close` returns, and those bytes must not change meanwhile.
+        A region that follows the last one of the batch extends it.
+
+        Raises:
+            HashingError: If the hashing thread failed.
+            ValueError: If the digest was already computed or the hasher
+                closed.
+        """
+        if self._closed or self._digest is not None:
+            raise ValueError("update_file() called after hexdigest() or close()")
+        self._raise_if_failed()
+
+        batch = self._batch
+        last = batch[-1] if batch else None
+        if (
+            type(last) is FileRegion
+            and last.fd == fd
+            and last.offset + last.length == offset
+        ):
+            batch[-1] = FileRegion(fd, last.offset, last.length + length)
+        else:
+            batch.append(FileRegion(fd, offset, length))
+        self._batch_size += length
+        if self._batch_size >= self._batch_bytes:
+            self._submit_batch()
+
     def hexdigest(self) -> str:
         """Return the lowercase hex SHA-256 of every chunk, once all are hashed.
 
@@ -113,8 +157,7 @@ class BackgroundHasher:
             raise ValueError("hexdigest() called after close()")
 
         if self._thread is None:
-            for chunk in self._batch:
-                self._hash.update(chunk)
+            _hash_batch(self._hash, self._batch)
             self._batch = []
         else:
             if self._batch:
@@ -172,8 +215,7 @@ class BackgroundHasher:
             if self._discard or self._error is not None:
                 continue
             try:
-                for chunk in batch:
-                    self._hash.update(chunk)
+                _hash_batch(self._hash, batch)
             except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
                 logger.debug("hashing thread failed: %r", e)
                 self._error = e
@@ -182,3 +224,57 @@ class BackgroundHasher:
         error = self._error
         if error is not None:
             raise HashingError(f"computing the sha256 failed: {error!r}") from error
+
+
+def _hash_batch(hasher: Any, batch: list[bytes | FileRegion]) -> None:
+    for chunk in batch:
+        if type(chunk) is bytes:
+            hasher.update(chunk)
+        else:
+            _hash_region(hasher, chunk)
+
+
+def _hash_region(hasher: Any, region: FileRegion) -> None:
+    """Hash a region of a file through a read-only mapping of its pages."""
+    if region.length == 0:
+        return
+    end = region.offset + region.length
+    size = os.fstat(region.fd).st_size
+    if size < end:
+        # Reading a mapped page past the end would kill the process (SIGBUS).
+        # NOTE: a file cut by another process after this check still does.
+        raise OSError(f"the file ends at byte {size}, before the hashed region")
+    start = region.offset - region.offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        mapped = mmap.mmap(
+            region.fd,
+            end - start,
+            flags=mmap.MAP_SHARED | _POPULATE,
+            prot=mmap.PROT_READ,
+            offset=start,
+        )
+    except OSError as e:
+        # Some file systems cannot map files: read the region instead.
+        logger.debug("hashing a region with pread(): %s", e)
+        _hash_region_read(hasher, region)
+        return
+    with mapped, memoryview(mapped)[region.offset - start :] as view:
+        hasher.update(view)
+
+
+def _hash_region_read(hasher: Any, region: FileRegion) -> None:
+    offset = region.offset
+    end = region.offset + region.length
+    while offset < end:
+        data = os.pread(region.fd, min(_READ_BYTES, end - offset), offset)
+        if not data:
+            raise OSError(f"the file ended at byte {offset}, before the hashed region")
+        hasher.update(data)
+        offset += len(data)
+
+
+# Bytes read at a time where a region cannot be mapped.
+_READ_BYTES = 1024 * 1024
+
+# Maps the pages at once rather than on the first touch of each, where known.
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)

@@ -98,6 +98,7 @@ class DownloadRun:
             "bytes_reused": 0,
             "retries": 0,
             "resumes": 0,
+            "bytes_spliced": 0,
         }
 
     def record_verified(self, path: Path, sha256: str) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -159,6 +162,70 @@ def test_hasher_thread_error_raised_by_update() -> None:
 
     hasher.close()
     assert hashing_threads() == []
+
+
+# BackgroundHasher.update_file
+
+
+@pytest.fixture
+def big_file(tmp_path) -> Iterator[int]:
+    """A read-only descriptor of a file holding BIG."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(BIG)
+    fd = os.open(path, os.O_RDONLY)
+    yield fd
+    os.close(fd)
+
+
+def test_hasher_file_regions_match_hashlib(big_file) -> None:
+    hasher = BackgroundHasher(CHUNK)
+    bounds = [0, 100, 5000, 3 * CHUNK + 1, 3 * CHUNK + 1, 20 * CHUNK + 9, len(BIG)]
+
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        hasher.update_file(big_file, start, end - start)
+
+    assert hasher.hexdigest() == sha256(BIG)
+    assert hasher.threaded
+
+
+def test_hasher_mixes_bytes_and_file_regions(big_file) -> None:
+    hasher = BackgroundHasher(CHUNK)
+    hasher.update(BIG[:777])
+    hasher.update_file(big_file, 777, 2 * CHUNK)
+    hasher.update(BIG[777 + 2 * CHUNK :])
+
+    assert hasher.hexdigest() == sha256(BIG)
+
+
+def test_hasher_region_read_where_file_cannot_be_mapped(big_file, monkeypatch) -> None:
+    def refuse_map(*args, **kwargs):
+        # A file system without mmap support.
+        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+
+    monkeypatch.setattr(download_hash.mmap, "mmap", refuse_map)
+    hasher = BackgroundHasher(CHUNK)
+    hasher.update_file(big_file, 0, 5)
+    hasher.update_file(big_file, 5, len(BIG) - 5)
+
+    assert hasher.hexdigest() == sha256(BIG)
+
+
+def test_hasher_region_past_file_end_fails(big_file) -> None:
+    hasher = BackgroundHasher(CHUNK)
+    hasher.update_file(big_file, 0, len(BIG) + 1)
+
+    with pytest.raises(HashingError) as caught:
+        hasher.hexdigest()
+
+    assert f"the file ends at byte {len(BIG)}" in str(caught.value)
+
+
+def test_hasher_update_file_after_digest_rejected(big_file) -> None:
+    hasher = BackgroundHasher(CHUNK)
+    hasher.hexdigest()
+
+    with pytest.raises(ValueError, match="update_file"):
+        hasher.update_file(big_file, 0, 1)
 
 
 # Downloads through the hashing thread
