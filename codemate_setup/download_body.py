@@ -192,7 +192,7 @@ class SplicedBody:
             hasher.update_file(self._region_fd, offset, stored)
         if stored < count:
             data = _read_exactly(self._pipe_read, count - stored)
-            os.pwrite(fd, data, offset + stored)
+            _write_exactly(fd, data, offset + stored)
             hasher.update(data)
 
     def has_more(self) -> bool:
@@ -219,6 +219,20 @@ def _read_exactly(fd: int, count: int) -> bytes:
         parts.append(data)
         count -= len(data)
     return b"".join(parts)
+
+
+def _write_exactly(fd: int, data: bytes, offset: int) -> None:
+    # pwrite() may write fewer bytes than given, such as on a nearly full disk,
+    # and the hasher gets all of them, so the rest must reach the file too.
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written == 0:
+            raise OSError(
+                errno.EIO, f"writing the file at byte {offset} stored 0 bytes"
+            )
+        view = view[written:]
+        offset += written
 
 
 def splice_socket(response: requests.Response, remaining: int) -> socket.socket | None:

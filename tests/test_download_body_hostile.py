@@ -1,0 +1,75 @@
+"""Hostile cases of the spliced body: short writes and a part file cut early."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+
+import pytest
+from download_support import fast_limits, sha256
+from packaging.version import Version
+
+from codemate_setup import download_body
+from codemate_setup.client import MiddlewareClient
+from codemate_setup.download import DownloadItem, download_all
+from codemate_setup.publish import publish_release
+
+pytestmark = pytest.mark.skipif(
+    not download_body.SPLICE_SUPPORTED, reason="os.splice needs Linux"
+)
+
+CHUNK = 64 * 1024
+BIG = random.Random(41).randbytes(48 * CHUNK + 5)
+FAST = fast_limits(chunk_bytes=CHUNK)
+V1 = Version("1.0.0")
+
+
+@pytest.fixture
+def served(tmp_path, make_tree, start_middleware):
+    tree = make_tree(tmp_path / "src", {"big.bin": BIG})
+    publish_release(tree, "1.0.0", tmp_path / "releases", durable=False)
+    return start_middleware(tmp_path / "releases")
+
+
+@pytest.fixture
+def stage(tmp_path) -> Path:
+    return tmp_path / "staging" / "files"
+
+
+def big_item(stage: Path) -> DownloadItem:
+    return DownloadItem(
+        version=V1,
+        path="big.bin",
+        dest=stage / "big.bin",
+        sha256=sha256(BIG),
+        size=len(BIG),
+    )
+
+
+def refuse_file_splice(monkeypatch) -> None:
+    """Make every splice into a file fail, as on a file system without support."""
+    real_splice = os.splice
+
+    def splice(src, dst, count, offset_src=None, offset_dst=None, flags=0):
+        if offset_dst is not None:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_splice(src, dst, count, offset_src, offset_dst, flags)
+
+    monkeypatch.setattr(download_body.os, "splice", splice)
+
+
+def test_short_pwrite_keeps_every_byte(served, stage, monkeypatch) -> None:
+    refuse_file_splice(monkeypatch)
+    real_pwrite = os.pwrite
+
+    def short_pwrite(fd, data, offset):
+        # A regular file may take fewer bytes than given, as near a full disk.
+        return real_pwrite(fd, data[: max(1, len(data) // 2)], offset)
+
+    monkeypatch.setattr(download_body.os, "pwrite", short_pwrite)
+    with MiddlewareClient(served.url, limits=FAST) as client:
+        download_all(client, [big_item(stage)])
+
+    assert (stage / "big.bin").read_bytes() == BIG
