@@ -110,9 +110,11 @@ class _PartFile:
 
     def reset(self) -> None:
         """Drop every byte received, to start again from byte 0."""
+        # The hashing thread may still read mapped pages of the file, and a
+        # mapped page past the end raises SIGBUS, so it ends before truncate().
+        self.hasher.close()
         self.handle.seek(0)
         self.handle.truncate()
-        self.hasher.close()
         self.hasher = BackgroundHasher(self.batch_bytes)
         self.received = 0
         self.validator = None

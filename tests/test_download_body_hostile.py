@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,42 @@ def test_short_pwrite_keeps_every_byte(served, stage, monkeypatch) -> None:
         download_all(client, [big_item(stage)])
 
     assert (stage / "big.bin").read_bytes() == BIG
+
+
+# Resets a part file while its hashing thread still reads a mapped region.
+RESET_WHILE_HASHING = """
+import hashlib, sys, time
+from codemate_setup.download_file import _PartFile
+
+class SlowHash:
+    # A hashing thread that falls behind, as on a busy machine.
+    def __init__(self):
+        self.inner = hashlib.sha256()
+
+    def update(self, data):
+        time.sleep(0.5)
+        self.inner.update(data)
+
+handle = open(sys.argv[1], "w+b")
+handle.write(b"x" * (1 << 20))
+handle.flush()
+part = _PartFile(handle, 1 << 16, initial=SlowHash())
+part.hasher.update_file(part.region_fd(), 0, 1 << 20)
+time.sleep(0.1)
+part.reset()
+part.close()
+"""
+
+
+def test_part_reset_waits_for_hashing_thread(tmp_path) -> None:
+    # Run apart, because a SIGBUS would end the test process.
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", RESET_WHILE_HASHING, str(tmp_path / "file.part")],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
