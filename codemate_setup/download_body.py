@@ -254,6 +254,8 @@ def splice_socket(response: requests.Response, remaining: int) -> socket.socket 
         or getattr(raw, "length_remaining", None) != remaining
     ):
         return None
+    # NOTE: http.client drops the connection's socket once a response says
+    # Connection: close (or is HTTP/1.0), so such a body is always read.
     sock = getattr(getattr(raw, "connection", None), "sock", None)
     if type(sock) is not socket.socket or isinstance(sock, ssl.SSLSocket):
         return None

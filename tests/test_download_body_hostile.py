@@ -1,4 +1,4 @@
-"""Hostile cases of the spliced body: short writes and a part file cut early."""
+"""Hostile cases of the spliced body: short writes and a reset during hashing."""
 
 from __future__ import annotations
 
