@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import os
 from collections.abc import Callable, Mapping
-from typing import Any, BinaryIO
+from typing import Any
 
 import requests
 import urllib3.exceptions
@@ -25,7 +24,8 @@ from codemate_setup.download_body import (
     can_read_one_chunk,
     splice_socket,
 )
-from codemate_setup.download_hash import BackgroundHasher, HashingError
+from codemate_setup.download_hash import HashingError
+from codemate_setup.download_part import PartFile
 from codemate_setup.download_run import DownloadRun, PlannedItem, hash_stream
 from codemate_setup.download_stall import StallGuard
 from codemate_setup.errors import InstallError, IntegrityError, MiddlewareError
@@ -83,51 +83,6 @@ class _Mismatch(Exception):
         super().__init__(f"expected {expected}, got {actual}")
         self.expected = expected
         self.actual = actual
-
-
-class _PartFile:
-    """The open ``.part`` file of one download and the hash of its bytes.
-
-    The hash is computed in a second thread once the file reaches one chunk,
-    so :meth:`close` must be called when the download ends, whichever way.
-    """
-
-    def __init__(self, handle: BinaryIO, batch_bytes: int, initial: Any = None) -> None:
-        self.handle = handle
-        self.batch_bytes = batch_bytes
-        self.hasher = BackgroundHasher(batch_bytes, initial=initial)
-        self.received = 0
-        self.validator: str | None = None
-        self._region_fd: int | None = None
-
-    def region_fd(self) -> int:
-        """Return a read-only descriptor of the same file, for the hasher."""
-        if self._region_fd is None:
-            self._region_fd = os.open(
-                f"/proc/self/fd/{self.handle.fileno()}", os.O_RDONLY | os.O_CLOEXEC
-            )
-        return self._region_fd
-
-    def reset(self) -> None:
-        """Drop every byte received, to start again from byte 0."""
-        # The hashing thread may still read mapped pages of the file, and a
-        # mapped page past the end raises SIGBUS, so it ends before truncate().
-        self.hasher.close()
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.hasher = BackgroundHasher(self.batch_bytes)
-        self.received = 0
-        self.validator = None
-
-    def close(self) -> None:
-        """End the hashing thread and close the file."""
-        try:
-            self.hasher.close()
-        finally:
-            self.handle.close()
-            if self._region_fd is not None:
-                os.close(self._region_fd)
-                self._region_fd = None
 
 
 class FileDownload:
@@ -195,7 +150,7 @@ class FileDownload:
         self._move_into_place()
         self.run.record_verified(item.dest, digest)
 
-    def _open_part(self) -> _PartFile:
+    def _open_part(self) -> PartFile:
         item = self.item
         if self.resume_bytes:
             return self._open_resumed_part()
@@ -208,9 +163,9 @@ class FileDownload:
             write_sidecar(item)
             self.has_sidecar = True
         handle = open(self.part, "wb")  # noqa: SIM115 - closed by execute()
-        return _PartFile(handle, self.run.limits.chunk_bytes)
+        return PartFile(handle, self.run.limits.chunk_bytes)
 
-    def _open_resumed_part(self) -> _PartFile:
+    def _open_resumed_part(self) -> PartFile:
         """Open the part file of an earlier run and hash the bytes it has."""
         handle = open(self.part, "r+b")  # noqa: SIM115 - closed by execute()
         try:
@@ -221,14 +176,14 @@ class FileDownload:
             handle.close()
             raise
 
-        part = _PartFile(handle, self.run.limits.chunk_bytes, initial=hasher)
+        part = PartFile(handle, self.run.limits.chunk_bytes, initial=hasher)
         part.received = handle.tell()
         self._credit(part.received, transferred=False)
         self.run.count("bytes_reused", part.received)
         logger.debug("resuming %s from byte %d", self.label, part.received)
         return part
 
-    def _transfer_until_verified(self, part: _PartFile) -> str:
+    def _transfer_until_verified(self, part: PartFile) -> str:
         """Fetch the bytes still missing until the part file checks out.
 
         Returns:
@@ -270,12 +225,12 @@ class FileDownload:
                 if not self._can_resume(part):
                     part.reset()
 
-    def _complete(self, part: _PartFile) -> bool:
+    def _complete(self, part: PartFile) -> bool:
         """Tell whether the part file already has every declared byte."""
         total = self._expected_total()
         return total is not None and part.received >= total and part.received > 0
 
-    def _can_resume(self, part: _PartFile) -> bool:
+    def _can_resume(self, part: PartFile) -> bool:
         # A file with a hash is verified at the end, so wrong bytes mixed in by
         # a resume are caught there. Without a hash, only a validator sent in
         # If-Range proves that the file on the server did not change.
@@ -323,7 +278,7 @@ class FileDownload:
     def _expected_total(self) -> int | None:
         return self.item.size if self.item.size is not None else self.server_total
 
-    def _transfer(self, part: _PartFile) -> None:
+    def _transfer(self, part: PartFile) -> None:
         """Send one request and append its body to the part file."""
         headers = {"Accept-Encoding": "identity"}
         if part.received:
@@ -352,7 +307,7 @@ class FileDownload:
             self._accept(response, part)
             self._stream_body(response, part)
 
-    def _accept(self, response: requests.Response, part: _PartFile) -> None:
+    def _accept(self, response: requests.Response, part: PartFile) -> None:
         """Check the status and headers, and reset the part file when needed."""
         status = response.status_code
         if status == 200:
@@ -380,7 +335,7 @@ class FileDownload:
         if part.received == 0:
             part.validator = _validator(response)
 
-    def _accept_partial(self, response: requests.Response, part: _PartFile) -> int:
+    def _accept_partial(self, response: requests.Response, part: PartFile) -> int:
         content_range = parse_content_range(response.headers.get("Content-Range"))
         problem = content_range_problem(
             content_range, part.received, self._expected_total()
@@ -432,7 +387,7 @@ class FileDownload:
                 f"{total}; check the release on the middleware"
             )
 
-    def _stream_body(self, response: requests.Response, part: _PartFile) -> None:
+    def _stream_body(self, response: requests.Response, part: PartFile) -> None:
         """Move the body into the part file, hashing it, never past the total."""
         run = self.run
         chunk_bytes = run.limits.chunk_bytes
@@ -485,7 +440,7 @@ class FileDownload:
                 part.handle.seek(part.received)
 
     def _splice_rest(
-        self, response: requests.Response, part: _PartFile, total: int
+        self, response: requests.Response, part: PartFile, total: int
     ) -> SplicedBody | None:
         """Return the rest of a large plain body as a spliced one, if it can be."""
         remaining = total - part.received
@@ -497,14 +452,19 @@ class FileDownload:
         if sock is None:
             return None
         try:
+            # Spliced bytes go to the file behind the buffered writer's back.
             part.handle.flush()
+        except OSError as e:
+            raise self._write_error(e) from e
+        try:
             return SplicedBody(sock, part.region_fd())
         except OSError as e:
+            # Such as no descriptor left for the pipe.
             logger.debug("%s: reading the body as usual: %s", self.label, e)
             return None
 
     def _receive(
-        self, body: Body, count: int, part: _PartFile, total: int | None
+        self, body: Body, count: int, part: PartFile, total: int | None
     ) -> int:
         try:
             return body.receive(count)
@@ -515,7 +475,7 @@ class FileDownload:
                 reason = f"the connection closed after {part.received} of {total} bytes"
             raise _Transient(reason) from e
 
-    def _store(self, body: Body, part: _PartFile) -> None:
+    def _store(self, body: Body, part: PartFile) -> None:
         try:
             body.store(part.handle, part.received, part.hasher)
         except OSError as e:
@@ -524,7 +484,7 @@ class FileDownload:
     def _check_body_end(
         self,
         body: Body,
-        part: _PartFile,
+        part: PartFile,
         total: int | None,
         limit: int,
     ) -> None:
@@ -543,7 +503,7 @@ class FileDownload:
                 )
             raise _Mismatch(f"{total} bytes", "more bytes than declared")
 
-    def _has_more(self, body: Body, part: _PartFile, total: int | None) -> bool:
+    def _has_more(self, body: Body, part: PartFile, total: int | None) -> bool:
         try:
             return body.has_more()
         except _READ_ERRORS as e:
@@ -556,7 +516,7 @@ class FileDownload:
             self.run.meter.add_bytes(received - self.credited, transferred=transferred)
             self.credited = received
 
-    def _verify(self, part: _PartFile) -> str:
+    def _verify(self, part: PartFile) -> str:
         """Check the size and hash of the part file and return its sha256."""
         item = self.item
         expected_size = self._expected_total()

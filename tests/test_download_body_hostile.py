@@ -80,7 +80,7 @@ def test_short_pwrite_keeps_every_byte(served, stage, monkeypatch) -> None:
 # Resets a part file while its hashing thread still reads a mapped region.
 RESET_WHILE_HASHING = """
 import hashlib, sys, time
-from codemate_setup.download_file import _PartFile
+from codemate_setup.download_part import PartFile
 
 class SlowHash:
     # A hashing thread that falls behind, as on a busy machine.
@@ -94,7 +94,7 @@ class SlowHash:
 handle = open(sys.argv[1], "w+b")
 handle.write(b"x" * (1 << 20))
 handle.flush()
-part = _PartFile(handle, 1 << 16, initial=SlowHash())
+part = PartFile(handle, 1 << 16, initial=SlowHash())
 part.hasher.update_file(part.region_fd(), 0, 1 << 20)
 time.sleep(0.1)
 part.reset()
