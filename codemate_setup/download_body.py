@@ -16,7 +16,6 @@ hasher. A chunk received but not stored is dropped, as a stalled chunk is.
 from __future__ import annotations
 
 import errno
-import fcntl
 import io
 import logging
 import os
@@ -113,6 +112,8 @@ class SplicedBody:
         self._region_fd = region_fd
         self._timeout = sock.gettimeout()
         self._pipe_read, self._pipe_write = os.pipe2(os.O_CLOEXEC)
+        import fcntl  # POSIX only, and this class runs on Linux only
+
         try:
             fcntl.fcntl(self._pipe_write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except OSError as e:

@@ -7,6 +7,8 @@ import hashlib
 import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ CHUNK_AND_BYTE = random.Random(32).randbytes(CHUNK + 1)
 FILES = {"big.bin": BIG, "small.bin": CHUNK_AND_BYTE}
 FAST = fast_limits(chunk_bytes=CHUNK)
 V1 = Version("1.0.0")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -278,3 +281,31 @@ def test_download_reads_body_where_socket_refuses_splice(
     assert (stage / "big.bin").read_bytes() == BIG
     assert stats.bytes_spliced == 0
     assert stats.retries == 0
+
+
+WITHOUT_FCNTL = """
+import sys
+
+class NoFcntl:
+    # Windows has no fcntl module.
+    def find_spec(self, name, path=None, target=None):
+        if name == "fcntl":
+            raise ModuleNotFoundError("No module named 'fcntl'")
+        return None
+
+sys.modules.pop("fcntl", None)
+sys.meta_path.insert(0, NoFcntl())
+import codemate_setup.download_file
+"""
+
+
+def test_download_modules_import_without_fcntl() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FCNTL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.stderr == ""
