@@ -4,9 +4,8 @@
 writes to the part file and hands to the hasher. On Linux, a plain HTTP body of
 known length goes through :class:`SplicedBody` instead: ``os.splice`` moves its
 bytes from the socket through a pipe into the part file inside the kernel, and
-the hasher reads them back from the file's pages. That saves one copy of every
-byte and the ``bytes`` objects, which is most of the download thread's work on
-a large file.
+the hasher reads them back from the file's pages. That saves one of the two
+copies of every byte, and the ``bytes`` objects.
 
 Both offer :meth:`receive`, which takes the next chunk off the connection, and
 :meth:`store`, which writes it at the end of the part file and passes it to the
