@@ -18,7 +18,7 @@ HOW_TO_RUN = f"""\
 ## How to run
 
 ```sh
-{COMMAND}                 # every benchmark, writes this page (6 to 15 minutes)
+{COMMAND}                 # every benchmark, writes this page (4 to 15 minutes)
 {COMMAND} --only state    # one or more benchmarks by name
 {COMMAND} --quick         # tiny data, one run: proves the scripts work
 ```
@@ -34,11 +34,11 @@ Every figure is the median of the measured runs after the warm-up, with the
 minimum and maximum beside it. Each benchmark measures its reference in the same
 repetitions as its own figures, so the ratios stay meaningful on a noisy
 machine. A ratio is computed per repetition and then summarized. Benchmarks are
-not tests: a missed goal is reported here and fails nothing. Child processes run
-with Python's bytecode caches written and used (`PYTHONDONTWRITEBYTECODE` is
-removed from their environment), as a toolkit that has run once does, and
-`sync` runs before each benchmark, so data that an earlier one left to write
-does not slow the next.
+not tests: a missed goal is reported here and fails nothing. Child processes
+write and use Python's bytecode caches (`PYTHONDONTWRITEBYTECODE` is removed
+from their environment), as a toolkit does after its first run. `sync` runs
+before each benchmark, so data that an earlier benchmark left to write does not
+slow the next one.
 """
 
 
