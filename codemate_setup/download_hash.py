@@ -100,16 +100,11 @@ class BackgroundHasher:
             ValueError: If the digest was already computed or the hasher
                 closed.
         """
-        if self._closed or self._digest is not None:
-            raise ValueError("update() called after hexdigest() or close()")
-        self._raise_if_failed()
+        self._check_open("update")
         if type(data) is not bytes:
             data = bytes(data)
-
         self._batch.append(data)
-        self._batch_size += len(data)
-        if self._batch_size >= self._batch_bytes:
-            self._submit_batch()
+        self._add_to_batch(len(data))
 
     def update_file(self, fd: int, offset: int, length: int) -> None:
         """Add the next ``length`` bytes of the stream, already written to ``fd``.
@@ -123,10 +118,7 @@ class BackgroundHasher:
             ValueError: If the digest was already computed or the hasher
                 closed.
         """
-        if self._closed or self._digest is not None:
-            raise ValueError("update_file() called after hexdigest() or close()")
-        self._raise_if_failed()
-
+        self._check_open("update_file")
         batch = self._batch
         last = batch[-1] if batch else None
         if (
@@ -137,9 +129,7 @@ class BackgroundHasher:
             batch[-1] = FileRegion(fd, last.offset, last.length + length)
         else:
             batch.append(FileRegion(fd, offset, length))
-        self._batch_size += length
-        if self._batch_size >= self._batch_bytes:
-            self._submit_batch()
+        self._add_to_batch(length)
 
     def hexdigest(self) -> str:
         """Return the lowercase hex SHA-256 of every chunk, once all are hashed.
@@ -179,6 +169,16 @@ class BackgroundHasher:
         self._batch = []
         self._discard = True
         self._end_thread()
+
+    def _check_open(self, method: str) -> None:
+        if self._closed or self._digest is not None:
+            raise ValueError(f"{method}() called after hexdigest() or close()")
+        self._raise_if_failed()
+
+    def _add_to_batch(self, size: int) -> None:
+        self._batch_size += size
+        if self._batch_size >= self._batch_bytes:
+            self._submit_batch()
 
     def _submit_batch(self) -> None:
         batch = self._batch

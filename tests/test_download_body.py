@@ -72,8 +72,19 @@ def splice_all(body: SplicedBody, handle, offset: int, hasher: BackgroundHasher)
     return moved
 
 
-def open_region_fd(handle) -> int:
-    return os.open(f"/proc/self/fd/{handle.fileno()}", os.O_RDONLY)
+def splice_into(path: Path, receiver: socket.socket, prefix: bytes) -> tuple[int, str]:
+    """Splice a whole body into ``path`` after ``prefix``; return bytes and sha256."""
+    path.write_bytes(prefix)
+    with open(path, "r+b") as handle:
+        region_fd = os.open(f"/proc/self/fd/{handle.fileno()}", os.O_RDONLY)
+        hasher = BackgroundHasher(CHUNK, initial=hashlib.sha256(prefix))
+        body = SplicedBody(receiver, region_fd)
+        try:
+            moved = splice_all(body, handle, len(prefix), hasher)
+            return moved, hasher.hexdigest()
+        finally:
+            body.close()
+            os.close(region_fd)
 
 
 # SplicedBody on a real connection
@@ -83,20 +94,10 @@ def test_spliced_body_writes_at_offset_and_hashes(connected, tmp_path) -> None:
     receiver, sender = connected
     prefix = b"p" * 100
     path = tmp_path / "file.part"
-    path.write_bytes(prefix)
     receiver.settimeout(5)
     thread = send_in_thread(sender, BIG)
 
-    with open(path, "r+b") as handle:
-        region_fd = open_region_fd(handle)
-        hasher = BackgroundHasher(CHUNK, initial=hashlib.sha256(prefix))
-        body = SplicedBody(receiver, region_fd)
-        try:
-            moved = splice_all(body, handle, len(prefix), hasher)
-            digest = hasher.hexdigest()
-        finally:
-            body.close()
-            os.close(region_fd)
+    moved, digest = splice_into(path, receiver, prefix)
     thread.join()
 
     assert moved == len(BIG)
@@ -170,16 +171,7 @@ def test_spliced_body_store_falls_back_to_write(
         return real_splice(src, dst, count, offset_src, offset_dst, flags)
 
     monkeypatch.setattr(download_body.os, "splice", splice_refused_by_file)
-    with open(path, "w+b") as handle:
-        region_fd = open_region_fd(handle)
-        hasher = BackgroundHasher(CHUNK)
-        body = SplicedBody(receiver, region_fd)
-        try:
-            moved = splice_all(body, handle, 0, hasher)
-            digest = hasher.hexdigest()
-        finally:
-            body.close()
-            os.close(region_fd)
+    moved, digest = splice_into(path, receiver, b"")
     thread.join()
 
     assert moved == len(BIG)
