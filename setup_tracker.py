@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,5 +81,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
 
 
+def main_until_pipe_closes() -> int:
+    """Run :func:`main`; a reader that closes the output early ends it quietly.
+
+    ``setup_tracker.py | head -3`` closes the pipe after three lines. Python
+    would then print a traceback, and another error when it flushes the
+    output at exit, so the output goes to the null device instead and the
+    status is 0: what was asked for was shown.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.OK
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_until_pipe_closes())

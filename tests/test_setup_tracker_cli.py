@@ -137,3 +137,36 @@ def test_finished_setup_assessed_finished(tmp_path: Path, status: str) -> None:
     tracker.start_setup()
     tracker.finish_setup(status)
     assert assess(tracker.load_setup_state()) is Liveness.FINISHED
+
+
+def run_into_closed_pipe(*args: str, home: Path) -> subprocess.CompletedProcess:
+    """Run the command with its output going to a pipe nobody reads any more."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "setup_tracker.py"), *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, CODEMATE_HOME=str(home), PYTHONPATH=str(ROOT)),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_cli_closed_output_pipe_prints_no_traceback(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup("2.0.0")
+    tracker.close()
+
+    result = run_into_closed_pipe("--json", home=tmp_path)
+
+    assert result.stderr == ""
+
+
+def test_cli_closed_output_pipe_exits_zero(tmp_path: Path) -> None:
+    result = run_into_closed_pipe(home=tmp_path)
+
+    assert result.returncode == 0
