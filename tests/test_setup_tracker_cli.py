@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from codemate_setup.state import Liveness, OverallStatus, Phase, SetupTracker, assess
+from codemate_setup.state.report import format_state
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = Path(__file__).resolve().parent / "state_writer.py"
@@ -129,6 +130,34 @@ def test_stale_heartbeat_reported_interrupted(tmp_path: Path) -> None:
     document = tracker.load_setup_state()
     document["heartbeat"] = "2020-01-01T00:00:00.000000+00:00"
     assert assess(document) is Liveness.INTERRUPTED
+
+
+def test_stale_heartbeat_of_live_process_reported_stopped_or_hung(
+    tmp_path: Path,
+) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup()
+    tracker.close()
+    document = tracker.load_setup_state()
+    # This process still runs, but its last heartbeat is years old.
+    document["heartbeat"] = "2020-01-01T00:00:00.000000+00:00"
+
+    report = format_state(document)
+
+    assert f"process {os.getpid()} still exists but has not written" in report
+
+
+def test_killed_setup_report_says_no_longer_running(tmp_path: Path) -> None:
+    tracker = SetupTracker(tmp_path / "setup_state.json")
+    tracker.start_setup()
+    tracker.close()
+    document = tracker.load_setup_state()
+    # Same pid, but a start time an hour before this process started.
+    document["process_start_time"] -= 3600
+
+    report = format_state(document)
+
+    assert f"process {os.getpid()} is no longer running" in report
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from codemate_setup.state.liveness import Liveness, assess, heartbeat_age
+from codemate_setup.state.liveness import (
+    Liveness,
+    assess,
+    heartbeat_age,
+    owner_alive,
+)
 from codemate_setup.state.schema import Phase
 
 
@@ -31,13 +36,7 @@ def format_state(document: dict[str, Any]) -> str:
         lines.append(f"  target version: {target}")
 
     if status == "interrupted":
-        age = heartbeat_age(document)
-        seen = f", last heartbeat {age:.0f} s ago" if age is not None else ""
-        lines.append(
-            f"  process {document.get('pid')} is no longer running{seen}; "
-            "continue with `setup_orchestrator.py --resume`, or run the "
-            "interrupted command again"
-        )
+        lines.append(_interrupted_line(document))
 
     for phase in Phase:
         lines.extend(_format_phase(phase.value, document["phases"][phase.value]))
@@ -46,6 +45,23 @@ def format_state(document: dict[str, Any]) -> str:
         lines.append(f"  error: {document['error_details']}")
     lines.append(f"  updated: {document.get('timestamp')}")
     return "\n".join(lines)
+
+
+def _interrupted_line(document: dict[str, Any]) -> str:
+    pid = document.get("pid")
+    age = heartbeat_age(document)
+    if age is not None and owner_alive(document):
+        # A stopped (SIGSTOP) or hung process still holds the setup lock.
+        return (
+            f"  process {pid} still exists but has not written for {age:.0f} s, "
+            f"so it is stopped or hung; resume it (kill -CONT {pid}) or end it "
+            f"(kill {pid}), then continue with `setup_orchestrator.py --resume`"
+        )
+    seen = f", last heartbeat {age:.0f} s ago" if age is not None else ""
+    return (
+        f"  process {pid} is no longer running{seen}; continue with "
+        "`setup_orchestrator.py --resume`, or run the interrupted command again"
+    )
 
 
 def _format_phase(name: str, phase_doc: dict[str, Any]) -> list[str]:
