@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from codemate_setup.state.liveness import (
@@ -50,8 +51,10 @@ def format_state(document: dict[str, Any]) -> str:
 def _interrupted_line(document: dict[str, Any]) -> str:
     pid = document.get("pid")
     age = heartbeat_age(document)
-    if age is not None and owner_alive(document):
-        # A stopped (SIGSTOP) or hung process still holds the setup lock.
+    host = document.get("hostname")
+    on_this_host = not host or host == socket.gethostname()
+    if age is not None and on_this_host and owner_alive(document):
+        # A stopped (SIGSTOP) or hung process keeps the setup lock.
         return (
             f"  process {pid} still exists but has not written for {age:.0f} s, "
             f"so it is stopped or hung; resume it (kill -CONT {pid}) or end it "
