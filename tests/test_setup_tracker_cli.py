@@ -113,32 +113,29 @@ def test_killed_setup_reported_interrupted(tmp_path: Path) -> None:
     assert "--resume" in result.stdout
 
 
-def test_recycled_pid_reported_interrupted(tmp_path: Path) -> None:
-    tracker = SetupTracker(tmp_path / "setup_state.json")
+def started_document(home: Path) -> dict:
+    """Start a setup from this process, close its tracker, and return the state."""
+    tracker = SetupTracker(home / "setup_state.json")
     tracker.start_setup()
     tracker.close()
-    document = tracker.load_setup_state()
+    return tracker.load_setup_state()
+
+
+def test_recycled_pid_reported_interrupted(tmp_path: Path) -> None:
+    document = started_document(tmp_path)
     # Same pid, but a start time an hour before this process started.
     document["process_start_time"] -= 3600
     assert assess(document) is Liveness.INTERRUPTED
 
 
 def test_stale_heartbeat_reported_interrupted(tmp_path: Path) -> None:
-    tracker = SetupTracker(tmp_path / "setup_state.json")
-    tracker.start_setup()
-    tracker.close()
-    document = tracker.load_setup_state()
+    document = started_document(tmp_path)
     document["heartbeat"] = "2020-01-01T00:00:00.000000+00:00"
     assert assess(document) is Liveness.INTERRUPTED
 
 
-def test_stale_heartbeat_of_live_process_reported_stopped_or_hung(
-    tmp_path: Path,
-) -> None:
-    tracker = SetupTracker(tmp_path / "setup_state.json")
-    tracker.start_setup()
-    tracker.close()
-    document = tracker.load_setup_state()
+def test_report_live_stale_process_hung(tmp_path: Path) -> None:
+    document = started_document(tmp_path)
     # This process still runs, but its last heartbeat is years old.
     document["heartbeat"] = "2020-01-01T00:00:00.000000+00:00"
 
@@ -147,11 +144,19 @@ def test_stale_heartbeat_of_live_process_reported_stopped_or_hung(
     assert f"process {os.getpid()} still exists but has not written" in report
 
 
-def test_killed_setup_report_says_no_longer_running(tmp_path: Path) -> None:
-    tracker = SetupTracker(tmp_path / "setup_state.json")
-    tracker.start_setup()
-    tracker.close()
-    document = tracker.load_setup_state()
+def test_report_other_host_process_not_hung(tmp_path: Path) -> None:
+    document = started_document(tmp_path)
+    # A process on another machine cannot be checked from here.
+    document["hostname"] = "another-host.invalid"
+    document["heartbeat"] = "2020-01-01T00:00:00.000000+00:00"
+
+    report = format_state(document)
+
+    assert "still exists" not in report
+
+
+def test_report_dead_process_not_running(tmp_path: Path) -> None:
+    document = started_document(tmp_path)
     # Same pid, but a start time an hour before this process started.
     document["process_start_time"] -= 3600
 
@@ -169,7 +174,7 @@ def test_finished_setup_assessed_finished(tmp_path: Path, status: str) -> None:
 
 
 def run_into_closed_pipe(*args: str, home: Path) -> subprocess.CompletedProcess:
-    """Run the command with its output going to a pipe nobody reads any more."""
+    """Run the command with its output going to a pipe whose read end is closed."""
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
