@@ -82,12 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def main_until_pipe_closes() -> int:
-    """Run :func:`main`; a reader that closes the output early ends it quietly.
+    """Run :func:`main`, and end quietly when the reader closes the output early.
 
     ``setup_tracker.py | head -3`` closes the pipe after three lines. Python
     would then print a traceback, and another error when it flushes the
-    output at exit, so the output goes to the null device instead and the
-    status is 0: what was asked for was shown.
+    output at exit. So the output goes to the null device instead, and the
+    status is 0, because the reader got the lines it requested.
     """
     try:
         code = main()

@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 
 SPLICE_SUPPORTED = sys.platform == "linux" and hasattr(os, "splice")
 
-# Pipe size asked for, the largest an unprivileged process gets by default.
-# The pipe keeps its default size (64 KiB) when the system refuses.
+# Pipe size requested: Linux's default /proc/sys/fs/pipe-max-size, the largest
+# that an unprivileged process gets. The pipe keeps 64 KiB if it is rejected.
 PIPE_BYTES = 1024 * 1024
 
 # Errors of a first splice that mean the kernel cannot splice these two
@@ -42,14 +42,17 @@ _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
 
 
 class SpliceUnsupported(Exception):
-    """The kernel cannot splice this socket or file; nothing was taken off it."""
+    """The kernel cannot splice this socket, and no byte was taken off it."""
 
 
 class Body(Protocol):
     """The part of a response body not yet moved into the part file."""
 
     def receive(self, count: int) -> int:
-        """Take up to ``count`` bytes off the connection; 0 at the body's end."""
+        """Take up to ``count`` bytes off the connection and return how many.
+
+        Returns 0 at the end of the body.
+        """
 
     def store(self, handle: BinaryIO, offset: int, hasher: BackgroundHasher) -> None:
         """Write the received bytes to ``handle`` at ``offset`` and hash them."""
@@ -111,7 +114,7 @@ class SplicedBody:
         self._region_fd = region_fd
         self._timeout = sock.gettimeout()
         self._pipe_read, self._pipe_write = os.pipe2(os.O_CLOEXEC)
-        import fcntl  # POSIX only, and this class runs on Linux only
+        import fcntl  # exists on POSIX only, and this class runs on Linux only
 
         try:
             fcntl.fcntl(self._pipe_write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
@@ -161,8 +164,8 @@ class SplicedBody:
     def store(self, handle: BinaryIO, offset: int, hasher: BackgroundHasher) -> None:
         """Move the received bytes from the pipe into the file at ``offset``.
 
-        A file system that cannot take a splice gets the bytes through a
-        plain write, from then on.
+        Where the file system rejects a splice, this chunk and every later
+        one are written with ``pwrite()``.
 
         Raises:
             OSError: If writing the file fails, such as on a full disk.
@@ -246,7 +249,8 @@ def splice_socket(response: requests.Response, remaining: int) -> socket.socket 
     if not SPLICE_SUPPORTED:
         return None
     raw: Any = response.raw
-    # Only read1 reads at most once from the buffered reader (see ReadBody).
+    # ReadBody uses read1 where urllib3 has it, and only read1 makes at most
+    # one read of the buffered reader, which leaves its buffer empty.
     if not hasattr(raw, "read1"):
         return None
     if (
@@ -254,7 +258,7 @@ def splice_socket(response: requests.Response, remaining: int) -> socket.socket 
         or getattr(raw, "length_remaining", None) != remaining
     ):
         return None
-    # NOTE: http.client drops the connection's socket once a response says
+    # NOTE: http.client drops the connection's socket once a response has
     # Connection: close (or is HTTP/1.0), so such a body is always read.
     sock = getattr(getattr(raw, "connection", None), "sock", None)
     if type(sock) is not socket.socket or isinstance(sock, ssl.SSLSocket):

@@ -242,7 +242,8 @@ def _hash_region(hasher: Any, region: FileRegion) -> None:
     size = os.fstat(region.fd).st_size
     if size < end:
         # Reading a mapped page past the end would kill the process (SIGBUS).
-        # NOTE: a file cut by another process after this check still does.
+        # NOTE: a file truncated by another process after this check still
+        # kills it.
         raise OSError(f"the file ends at byte {size}, before the hashed region")
     start = region.offset - region.offset % mmap.ALLOCATIONGRANULARITY
     try:
@@ -254,7 +255,7 @@ def _hash_region(hasher: Any, region: FileRegion) -> None:
             offset=start,
         )
     except OSError as e:
-        # Some file systems cannot map files: read the region instead.
+        # Some file systems do not support mmap, so the region is read instead.
         logger.debug("hashing a region with pread(): %s", e)
         _hash_region_read(hasher, region)
         return

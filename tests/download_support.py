@@ -1,10 +1,16 @@
-"""Shared settings of the download tests: fast retries, the file hash, a clock."""
+"""Shared settings of the download tests: fast retries, the file hash, a clock,
+and a file system that rejects splices."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from typing import Any
 
+import pytest
+
+from codemate_setup import download_body
 from codemate_setup.config import Limits
 
 
@@ -40,3 +46,16 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def reject_file_splice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every splice into a file fail, as on a file system without support."""
+    real_splice = os.splice
+
+    def splice(src, dst, count, offset_src=None, offset_dst=None, flags=0):
+        # Only a splice into a file passes an offset for its output.
+        if offset_dst is not None:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_splice(src, dst, count, offset_src, offset_dst, flags)
+
+    monkeypatch.setattr(download_body.os, "splice", splice)

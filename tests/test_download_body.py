@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from download_support import fast_limits, sha256
+from download_support import fast_limits, reject_file_splice, sha256
 from packaging.version import Version
 
 from codemate_setup import download_body
@@ -159,18 +159,9 @@ def test_spliced_body_store_falls_back_to_write(
     receiver, sender = connected
     receiver.settimeout(5)
     thread = send_in_thread(sender, BIG)
-    real_splice = os.splice
     path = tmp_path / "file.part"
+    reject_file_splice(monkeypatch)
 
-    def splice_refused_by_file(
-        src, dst, count, offset_src=None, offset_dst=None, flags=0
-    ):
-        # A file system without splice support refuses the write end.
-        if offset_dst is not None:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        return real_splice(src, dst, count, offset_src, offset_dst, flags)
-
-    monkeypatch.setattr(download_body.os, "splice", splice_refused_by_file)
     moved, digest = splice_into(path, receiver, b"")
     thread.join()
 
@@ -262,9 +253,7 @@ def test_spliced_body_corrupt_bytes_fail_the_hash(served, stage) -> None:
     assert not (stage / "big.bin").exists()
 
 
-def test_download_reads_body_where_socket_refuses_splice(
-    served, stage, monkeypatch
-) -> None:
+def test_unspliceable_socket_body_is_read(served, stage, monkeypatch) -> None:
     monkeypatch.setattr(download_body.os, "splice", einval_splice)
 
     with MiddlewareClient(served.url, limits=FAST) as client:

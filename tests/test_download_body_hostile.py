@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import subprocess
@@ -10,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from download_support import fast_limits, sha256
+from download_support import fast_limits, reject_file_splice, sha256
 from packaging.version import Version
 
 from codemate_setup import download_body
@@ -50,20 +49,8 @@ def big_item(stage: Path) -> DownloadItem:
     )
 
 
-def refuse_file_splice(monkeypatch) -> None:
-    """Make every splice into a file fail, as on a file system without support."""
-    real_splice = os.splice
-
-    def splice(src, dst, count, offset_src=None, offset_dst=None, flags=0):
-        if offset_dst is not None:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        return real_splice(src, dst, count, offset_src, offset_dst, flags)
-
-    monkeypatch.setattr(download_body.os, "splice", splice)
-
-
 def test_short_pwrite_keeps_every_byte(served, stage, monkeypatch) -> None:
-    refuse_file_splice(monkeypatch)
+    reject_file_splice(monkeypatch)
     real_pwrite = os.pwrite
 
     def short_pwrite(fd, data, offset):
@@ -103,7 +90,7 @@ part.close()
 
 
 def test_part_reset_waits_for_hashing_thread(tmp_path) -> None:
-    # Run apart, because a SIGBUS would end the test process.
+    # Runs in a child process, because a SIGBUS would end the test process.
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-c", RESET_WHILE_HASHING, str(tmp_path / "file.part")],

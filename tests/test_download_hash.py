@@ -198,11 +198,11 @@ def test_hasher_mixes_bytes_and_file_regions(big_file) -> None:
 
 
 def test_hasher_region_read_where_file_cannot_be_mapped(big_file, monkeypatch) -> None:
-    def refuse_map(*args, **kwargs):
+    def reject_map(*args, **kwargs):
         # A file system without mmap support.
         raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
 
-    monkeypatch.setattr(download_hash.mmap, "mmap", refuse_map)
+    monkeypatch.setattr(download_hash.mmap, "mmap", reject_map)
     hasher = BackgroundHasher(CHUNK)
     hasher.update_file(big_file, 0, 5)
     hasher.update_file(big_file, 5, len(BIG) - 5)
