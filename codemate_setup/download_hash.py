@@ -10,14 +10,13 @@ calling thread, and no thread is started for it.
 
 The chunks are ``bytes`` objects, or regions of a file that the caller has
 written already (:meth:`BackgroundHasher.update_file`): the hashing thread
-maps each region and hashes the file's cached pages without copying them.
+reads each region back from the file's cached pages.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import mmap
 import os
 import queue
 import threading
@@ -235,47 +234,19 @@ def _hash_batch(hasher: Any, batch: list[bytes | FileRegion]) -> None:
 
 
 def _hash_region(hasher: Any, region: FileRegion) -> None:
-    """Hash a region of a file through a read-only mapping of its pages."""
-    if region.length == 0:
-        return
-    end = region.offset + region.length
-    size = os.fstat(region.fd).st_size
-    if size < end:
-        # Reading a mapped page past the end would kill the process (SIGBUS).
-        # NOTE: a file truncated by another process after this check still
-        # kills it.
-        raise OSError(f"the file ends at byte {size}, before the hashed region")
-    start = region.offset - region.offset % mmap.ALLOCATIONGRANULARITY
-    try:
-        mapped = mmap.mmap(
-            region.fd,
-            end - start,
-            flags=mmap.MAP_SHARED | _POPULATE,
-            prot=mmap.PROT_READ,
-            offset=start,
-        )
-    except OSError as e:
-        # Some file systems do not support mmap, so the region is read instead.
-        logger.debug("hashing a region with pread(): %s", e)
-        _hash_region_read(hasher, region)
-        return
-    with mapped, memoryview(mapped)[region.offset - start :] as view:
-        hasher.update(view)
-
-
-def _hash_region_read(hasher: Any, region: FileRegion) -> None:
+    """Hash a region of a file, read from the file's cached pages."""
+    # Reading copies the pages, at about the CPU cost of mapping them. A mapped
+    # page past the end of a truncated file would kill the process with
+    # SIGBUS, while a read comes back short.
     offset = region.offset
     end = region.offset + region.length
     while offset < end:
         data = os.pread(region.fd, min(_READ_BYTES, end - offset), offset)
         if not data:
-            raise OSError(f"the file ended at byte {offset}, before the hashed region")
+            raise OSError(f"the file ends at byte {offset}, before the hashed region")
         hasher.update(data)
         offset += len(data)
 
 
-# Bytes read at a time where a region cannot be mapped.
+# Bytes read at a time.
 _READ_BYTES = 1024 * 1024
-
-# Maps the pages at once rather than on the first touch of each, where known.
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)

@@ -33,8 +33,8 @@ class PartFile:
 
     def reset(self) -> None:
         """Drop every byte received, to start again from byte 0."""
-        # The hashing thread may still read mapped pages of the file, and a
-        # mapped page past the end raises SIGBUS, so it ends before truncate().
+        # The hashing thread may still read the file, and would find it short,
+        # so it ends before truncate().
         self.hasher.close()
         self.handle.seek(0)
         self.handle.truncate()

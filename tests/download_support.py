@@ -6,12 +6,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
+import time
 from typing import Any
 
 import pytest
 
 from codemate_setup import download_body
 from codemate_setup.config import Limits
+from codemate_setup.download_hash import THREAD_NAME
 
 
 def fast_limits(**overrides: Any) -> Limits:
@@ -59,3 +62,22 @@ def reject_file_splice(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_splice(src, dst, count, offset_src, offset_dst, flags)
 
     monkeypatch.setattr(download_body.os, "splice", splice)
+
+
+def hashing_threads() -> list[threading.Thread]:
+    """Return the hashing threads still alive."""
+    return [thread for thread in threading.enumerate() if thread.name == THREAD_NAME]
+
+
+class SlowHash:
+    """A sha256 object that takes half a second per update, as on a busy machine."""
+
+    def __init__(self) -> None:
+        self.inner = hashlib.sha256()
+
+    def update(self, data: bytes) -> None:
+        time.sleep(0.5)
+        self.inner.update(data)
+
+    def hexdigest(self) -> str:
+        return self.inner.hexdigest()

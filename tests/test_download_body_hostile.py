@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from download_support import fast_limits, reject_file_splice, sha256
+from download_support import (
+    SlowHash,
+    fast_limits,
+    hashing_threads,
+    reject_file_splice,
+    sha256,
+)
 from packaging.version import Version
 
 from codemate_setup import download_body
 from codemate_setup.client import MiddlewareClient
 from codemate_setup.download import DownloadItem, download_all
+from codemate_setup.download_part import PartFile
 from codemate_setup.publish import publish_release
 
 pytestmark = pytest.mark.skipif(
@@ -64,40 +69,15 @@ def test_short_pwrite_keeps_every_byte(served, stage, monkeypatch) -> None:
     assert (stage / "big.bin").read_bytes() == BIG
 
 
-# Resets a part file while its hashing thread still reads a mapped region.
-RESET_WHILE_HASHING = """
-import hashlib, sys, time
-from codemate_setup.download_part import PartFile
+def test_part_reset_ends_hashing_thread(tmp_path) -> None:
+    handle = open(tmp_path / "file.part", "w+b")  # noqa: SIM115 - PartFile closes it
+    handle.write(b"x" * 2 * CHUNK)
+    handle.flush()
+    part = PartFile(handle, CHUNK, initial=SlowHash())
+    part.hasher.update_file(part.region_fd(), 0, 2 * CHUNK)
 
-class SlowHash:
-    # A hashing thread that falls behind, as on a busy machine.
-    def __init__(self):
-        self.inner = hashlib.sha256()
-
-    def update(self, data):
-        time.sleep(0.5)
-        self.inner.update(data)
-
-handle = open(sys.argv[1], "w+b")
-handle.write(b"x" * (1 << 20))
-handle.flush()
-part = PartFile(handle, 1 << 16, initial=SlowHash())
-part.hasher.update_file(part.region_fd(), 0, 1 << 20)
-time.sleep(0.1)
-part.reset()
-part.close()
-"""
-
-
-def test_part_reset_waits_for_hashing_thread(tmp_path) -> None:
-    # Runs in a child process, because a SIGBUS would end the test process.
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", RESET_WHILE_HASHING, str(tmp_path / "file.part")],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        timeout=30,
-    )
-
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    part.reset()
+    try:
+        assert hashing_threads() == []
+    finally:
+        part.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import random
@@ -12,13 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from download_support import fast_limits, sha256
+from download_support import SlowHash, fast_limits, hashing_threads, sha256
 from packaging.version import Version
 
 from codemate_setup import download_hash
 from codemate_setup.client import MiddlewareClient
 from codemate_setup.download import DownloadItem, DownloadProgress, download_all
-from codemate_setup.download_hash import THREAD_NAME, BackgroundHasher, HashingError
+from codemate_setup.download_hash import BackgroundHasher, HashingError
 from codemate_setup.errors import InstallError, IntegrityError, SetupCancelledError
 from codemate_setup.middleware import FaultConfig
 from codemate_setup.partial import part_path, sidecar_path
@@ -31,10 +30,6 @@ FAST = fast_limits(chunk_bytes=CHUNK)
 
 def pieces(data: bytes, size: int) -> list[bytes]:
     return [data[start : start + size] for start in range(0, len(data), size)]
-
-
-def hashing_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == THREAD_NAME]
 
 
 class FailingHash:
@@ -197,19 +192,6 @@ def test_hasher_mixes_bytes_and_file_regions(big_file) -> None:
     assert hasher.hexdigest() == sha256(BIG)
 
 
-def test_hasher_region_read_where_file_cannot_be_mapped(big_file, monkeypatch) -> None:
-    def reject_map(*args, **kwargs):
-        # A file system without mmap support.
-        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
-
-    monkeypatch.setattr(download_hash.mmap, "mmap", reject_map)
-    hasher = BackgroundHasher(CHUNK)
-    hasher.update_file(big_file, 0, 5)
-    hasher.update_file(big_file, 5, len(BIG) - 5)
-
-    assert hasher.hexdigest() == sha256(BIG)
-
-
 def test_hasher_region_past_file_end_fails(big_file) -> None:
     hasher = BackgroundHasher(CHUNK)
     hasher.update_file(big_file, 0, len(BIG) + 1)
@@ -218,6 +200,25 @@ def test_hasher_region_past_file_end_fails(big_file) -> None:
         hasher.hexdigest()
 
     assert f"the file ends at byte {len(BIG)}" in str(caught.value)
+
+
+def test_hasher_truncated_file_fails(tmp_path) -> None:
+    path = tmp_path / "part.bin"
+    path.write_bytes(BIG)
+    fd = os.open(path, os.O_RDONLY)
+    hasher = BackgroundHasher(CHUNK, initial=SlowHash())
+    hasher.update(BIG[:CHUNK])
+    hasher.update_file(fd, CHUNK, 2 * CHUNK)
+    # Another process truncates the file while the thread hashes the first batch.
+    os.truncate(path, 0)
+
+    try:
+        with pytest.raises(HashingError) as caught:
+            hasher.hexdigest()
+    finally:
+        os.close(fd)
+
+    assert f"the file ends at byte {CHUNK}" in str(caught.value)
 
 
 def test_hasher_update_file_after_digest_rejected(big_file) -> None:
