@@ -8,19 +8,25 @@ import os
 import stat
 from collections.abc import Iterator
 
-import filelock
-
 from codemate_setup.config import HomeLayout
 from codemate_setup.errors import SetupBusyError, StateFileError
 from codemate_setup.state.liveness import Liveness, assess
+from codemate_setup.state.lockfile import StateLock
 from codemate_setup.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 
+# Seconds a setup waits for a busy setup lock before it reports the home busy.
+# The probe of `--wait` and `--status` holds the lock for an instant only, so a
+# setup that starts during a probe gets the lock on a later attempt.
+BUSY_GRACE_SECONDS = 0.2
+
 
 @contextlib.contextmanager
 def hold_setup_lock(layout: HomeLayout) -> Iterator[int | None]:
-    """Hold the home's setup lock, or fail at once if another setup has it.
+    """Hold the home's setup lock, or fail if another setup keeps it.
+
+    A lock still busy after ``BUSY_GRACE_SECONDS`` means another setup has it.
 
     The operating system releases the lock when the last process that has it
     open exits. A setup killed with SIGKILL therefore blocks the next one only
@@ -46,32 +52,34 @@ def hold_setup_lock(layout: HomeLayout) -> Iterator[int | None]:
         ) from e
 
     _check_lock_path(layout)
-    lock = filelock.FileLock(str(layout.setup_lock), thread_local=False)
+    lock = StateLock(layout.setup_lock)
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise SetupBusyError(_busy_message(layout)) from None
+        token = lock.acquire(timeout=BUSY_GRACE_SECONDS)
     except OSError as e:
         raise StateFileError(
             f"cannot create the setup lock {layout.setup_lock}: "
             f"{e.strerror or e}; choose a writable folder with --home or CODEMATE_HOME"
         ) from e
+    if token is None:
+        raise SetupBusyError(_busy_message(layout))
 
     logger.debug("holding the setup lock %s", layout.setup_lock)
     try:
         _check_no_live_setup(layout)
-        yield _lock_descriptor(lock)
+        # A negative token is filelock's lock (Windows), which has no descriptor.
+        yield token if token >= 0 else None
     finally:
-        lock.release()
+        lock.release(token)
         logger.debug("released the setup lock %s", layout.setup_lock)
 
 
 def setup_lock_held(layout: HomeLayout) -> bool:
     """Return True if another process has the home's setup lock.
 
-    The probe locks a free lock file for an instant, so a setup that starts in
-    that instant exits with code 3. It opens the file read-only and never
-    creates it, so it works in a home that the caller cannot write to.
+    The probe locks a free lock file for an instant, which a setup that starts
+    in that instant waits out (``BUSY_GRACE_SECONDS``). It opens the file
+    read-only and never creates it, so it works in a home that the caller
+    cannot write to.
     """
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
@@ -131,23 +139,6 @@ def _check_no_live_setup(layout: HomeLayout) -> None:
         pid,
     )
     raise SetupBusyError(_busy_message(layout))
-
-
-def _lock_descriptor(lock: filelock.BaseFileLock) -> int | None:
-    if os.name != "posix":
-        return None
-    # NOTE: filelock offers no public way to get the descriptor of a held lock.
-    # Without it, a killed orchestrator's phase child runs unlocked until it
-    # notices the kill.
-    descriptor = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
-    if not isinstance(descriptor, int):
-        logger.warning(
-            "found no file descriptor of the setup lock %s to pass to phase "
-            "child processes; they run unlocked once the orchestrator is killed",
-            lock.lock_file,
-        )
-        return None
-    return descriptor
 
 
 def _busy_message(layout: HomeLayout) -> str:

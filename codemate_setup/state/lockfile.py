@@ -5,7 +5,8 @@ the same file, so writers that use ``filelock`` (the application's GUI, say)
 and this toolkit exclude each other. It skips ``filelock``'s per-call
 bookkeeping, which costs more than the rest of a lock cycle. Where ``fcntl``
 is missing (Windows), or the file system refuses ``flock``, it is
-``filelock.FileLock`` itself.
+``filelock.FileLock`` itself. The setup lock (:mod:`codemate_setup.setuplock`)
+is a lock of this kind too, on its own file.
 """
 
 from __future__ import annotations
