@@ -2,38 +2,30 @@
 
 :class:`FileDownload` moves one :class:`~codemate_setup.download.DownloadItem`
 from the middleware into ``DEST.part`` and renames it to ``DEST`` once its size
-and sha256 check out.
+and sha256 check out. This module contains its retry loop. It inherits the
+checks of each response head from :mod:`codemate_setup.download_head` and the
+copy of each body from :mod:`codemate_setup.download_stream`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
-import urllib3.exceptions
 
-from codemate_setup.download_body import (
-    Body,
-    ReadBody,
-    SplicedBody,
-    SpliceUnsupported,
-    can_read_one_chunk,
-    splice_socket,
-)
+from codemate_setup.download_failures import Mismatch, Restart, Transient
 from codemate_setup.download_hash import HashingError
+from codemate_setup.download_head import ResponseHeadChecks
 from codemate_setup.download_part import PartFile
 from codemate_setup.download_run import DownloadRun, PlannedItem, hash_stream
-from codemate_setup.download_stall import StallGuard
+from codemate_setup.download_stream import BodyStreaming
 from codemate_setup.errors import InstallError, IntegrityError, MiddlewareError
 from codemate_setup.fsutil import replace_with_retry
 from codemate_setup.partial import (
     EMPTY_SHA256,
-    content_range_problem,
-    parse_content_range,
     part_path,
     remove_partial,
     sidecar_path,
@@ -41,11 +33,8 @@ from codemate_setup.partial import (
 )
 from codemate_setup.redact import redact_text, redact_url
 from codemate_setup.retry import (
-    CUT_OFF_REASON,
     describe_request_error,
     is_retryable_exception,
-    is_retryable_status,
-    parse_retry_after,
     retry_wait,
 )
 
@@ -54,38 +43,8 @@ logger = logging.getLogger(__name__)
 # Restarts from byte 0 after a size or hash mismatch before IntegrityError.
 MISMATCH_RESTARTS = 1
 
-# Errors raised while reading a response body that mean the transfer broke.
-_READ_ERRORS = (
-    http.client.HTTPException,
-    urllib3.exceptions.HTTPError,
-    requests.RequestException,
-    OSError,
-)
 
-
-class _Transient(Exception):
-    """A failure worth retrying, resuming from the bytes already received."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class _Restart(Exception):
-    """The server cannot continue the partial file: retry from byte 0."""
-
-
-class _Mismatch(Exception):
-    """The bytes received are not the declared file."""
-
-    def __init__(self, expected: str, actual: str) -> None:
-        super().__init__(f"expected {expected}, got {actual}")
-        self.expected = expected
-        self.actual = actual
-
-
-class FileDownload:
+class FileDownload(ResponseHeadChecks, BodyStreaming):
     """Download one item into its part file, verify it, and move it into place."""
 
     def __init__(
@@ -197,7 +156,7 @@ class FileDownload:
                 if not self._complete(part):
                     self._transfer(part)
                 return self._verify(part)
-            except _Mismatch as mismatch:
+            except Mismatch as mismatch:
                 self.run.raise_if_stopped()
                 if restarts >= MISMATCH_RESTARTS:
                     raise IntegrityError(
@@ -213,11 +172,11 @@ class FileDownload:
                 self._log_retry(restarts, MISMATCH_RESTARTS, 0.0, reason, "restart")
                 self.run.count("retries")
                 part.reset()
-            except _Restart as restart:
+            except Restart as restart:
                 self.run.raise_if_stopped()
                 retries = self._before_retry(retries, restart, str(restart), None)
                 part.reset()
-            except _Transient as transient:
+            except Transient as transient:
                 self.run.raise_if_stopped()
                 retries = self._before_retry(
                     retries, transient, transient.reason, transient.retry_after
@@ -299,216 +258,13 @@ class FileDownload:
                     f"{client.display_url} failed: {describe_request_error(e)} "
                     f"({redact_text(str(e))})"
                 ) from e
-            raise _Transient(describe_request_error(e)) from e
+            raise Transient(describe_request_error(e)) from e
 
         # Closing a response whose body was read to the end keeps its
         # connection in the pool, while closing it earlier closes the socket.
         with response, self.run.track(response):
             self._accept(response, part)
             self._stream_body(response, part)
-
-    def _accept(self, response: requests.Response, part: PartFile) -> None:
-        """Check the status and headers, and reset the part file when needed."""
-        status = response.status_code
-        if status == 200:
-            if part.received:
-                logger.debug("%s: the server ignored Range, restarting", self.label)
-                part.reset()
-            header_total = _content_length(response)
-        elif status == 206:
-            header_total = self._accept_partial(response, part)
-        elif status == 416:
-            raise _Restart(f"HTTP 416 for a range from byte {part.received}")
-        elif is_retryable_status(status):
-            retry_after = parse_retry_after(
-                response.headers.get("Retry-After"),
-                cap=self.run.limits.max_retry_after,
-            )
-            raise _Transient(f"HTTP {status}", retry_after)
-        else:
-            raise self._status_error(status)
-
-        self._check_encoding(response)
-        self._check_total(header_total)
-        if self.item.size is None and (status == 200 or self.server_total is None):
-            self.server_total = header_total
-        if part.received == 0:
-            part.validator = _validator(response)
-
-    def _accept_partial(self, response: requests.Response, part: PartFile) -> int:
-        content_range = parse_content_range(response.headers.get("Content-Range"))
-        problem = content_range_problem(
-            content_range, part.received, self._expected_total()
-        )
-        if problem is not None or content_range is None or content_range.total is None:
-            raise _Restart(
-                f"the response to a range from byte {part.received} had {problem}"
-            )
-
-        if part.received:
-            self.run.count("resumes")
-            logger.debug("%s: resumed at byte %d", self.label, part.received)
-        return content_range.total
-
-    def _status_error(self, status: int) -> MiddlewareError:
-        display = self.run.client.display_url
-        if status == 404:
-            return MiddlewareError(
-                f"file {self.item.path} of release {self.item.version} not found on "
-                f"the middleware at {display}; check that the release is published "
-                "completely"
-            )
-        return MiddlewareError(
-            f"the middleware at {display} returned HTTP {status} for the download of "
-            f"{self.label}; check --middleware-url and --repo"
-        )
-
-    def _check_encoding(self, response: requests.Response) -> None:
-        encoding = response.headers.get("Content-Encoding", "").strip().lower()
-        if encoding in ("", "identity"):
-            return
-        raise MiddlewareError(
-            f"the middleware at {self.run.client.display_url} sent {self.label} "
-            f"with Content-Encoding {encoding!r}, but the client requested "
-            "identity; configure the middleware or its proxy not to compress "
-            "downloads"
-        )
-
-    def _check_total(self, header_total: int | None) -> None:
-        size = self.item.size
-        if size is not None and header_total is not None and header_total != size:
-            raise _Mismatch(f"{size} bytes", f"a server length of {header_total}")
-
-        limit = self.run.limits.max_file_bytes
-        total = size if size is not None else header_total
-        if total is not None and total > limit:
-            raise IntegrityError(
-                f"{self.label} must be at most {limit} bytes, but its length is "
-                f"{total}; check the release on the middleware"
-            )
-
-    def _stream_body(self, response: requests.Response, part: PartFile) -> None:
-        """Move the body into the part file, hashing it, never past the total."""
-        run = self.run
-        chunk_bytes = run.limits.chunk_bytes
-        total = self._expected_total()
-        limit = total if total is not None else run.limits.max_file_bytes
-        guard = StallGuard(run.limits.low_speed_bytes, run.limits.low_speed_seconds)
-        body: Body = ReadBody(response)
-        may_splice = total is not None
-        # A slow window that ends the body is no stall, because nothing is left
-        # to retry. On a body of unknown length, only a further chunk shows that.
-        stalled: str | None = None
-
-        try:
-            while part.received < limit:
-                run.raise_if_stopped()
-                requested = min(chunk_bytes, limit - part.received)
-                try:
-                    size = self._receive(body, requested, part, total)
-                except SpliceUnsupported as e:
-                    logger.debug("%s: reading the body as usual: %s", self.label, e)
-                    body.close()
-                    body = ReadBody(response)
-                    continue
-                if not size:
-                    break
-                if stalled is not None:
-                    # Retried like a cut connection, so the bytes written are kept.
-                    raise _Transient(stalled)
-
-                self._store(body, part)
-                part.received += size
-                run.count("bytes_downloaded", size)
-                if type(body) is SplicedBody:
-                    run.count("bytes_spliced", size)
-                self._credit(part.received)
-                stalled = guard.add(size)
-                if stalled is not None and total is not None and part.received < total:
-                    # Retried like a cut connection, so the bytes written are kept.
-                    raise _Transient(stalled)
-                if may_splice and total is not None:
-                    may_splice = False
-                    body = self._splice_rest(response, part, total) or body
-
-            self._check_body_end(body, part, total, limit)
-        finally:
-            body.close()
-            if type(body) is SplicedBody:
-                # Spliced bytes are written at their offset, which leaves the
-                # file position behind them for the next write.
-                part.handle.seek(part.received)
-
-    def _splice_rest(
-        self, response: requests.Response, part: PartFile, total: int
-    ) -> SplicedBody | None:
-        """Return the rest of a large plain body as a spliced one, if it can be."""
-        remaining = total - part.received
-        if remaining <= self.run.limits.chunk_bytes or not can_read_one_chunk(
-            self.run.limits.chunk_bytes
-        ):
-            return None
-        sock = splice_socket(response, remaining)
-        if sock is None:
-            return None
-        try:
-            # Spliced bytes go to the file behind the buffered writer's back.
-            part.handle.flush()
-        except OSError as e:
-            raise self._write_error(e) from e
-        try:
-            return SplicedBody(sock, part.region_fd())
-        except OSError as e:
-            # Such as no descriptor left for the pipe.
-            logger.debug("%s: reading the body as usual: %s", self.label, e)
-            return None
-
-    def _receive(
-        self, body: Body, count: int, part: PartFile, total: int | None
-    ) -> int:
-        try:
-            return body.receive(count)
-        except _READ_ERRORS as e:
-            self.run.raise_if_stopped()
-            reason = describe_request_error(e)
-            if reason == CUT_OFF_REASON and total is not None:
-                reason = f"the connection closed after {part.received} of {total} bytes"
-            raise _Transient(reason) from e
-
-    def _store(self, body: Body, part: PartFile) -> None:
-        try:
-            body.store(part.handle, part.received, part.hasher)
-        except OSError as e:
-            raise self._write_error(e) from e
-
-    def _check_body_end(
-        self,
-        body: Body,
-        part: PartFile,
-        total: int | None,
-        limit: int,
-    ) -> None:
-        self.run.raise_if_stopped()
-        if total is not None and part.received < total:
-            raise _Transient(
-                f"the connection closed after {part.received} of {total} bytes"
-            )
-
-        # Any further byte exceeds the declared size.
-        if part.received >= limit and self._has_more(body, part, total):
-            if total is None:
-                raise IntegrityError(
-                    f"{self.label} must be at most {limit} bytes, but the server "
-                    "sent more, so the download was stopped"
-                )
-            raise _Mismatch(f"{total} bytes", "more bytes than declared")
-
-    def _has_more(self, body: Body, part: PartFile, total: int | None) -> bool:
-        try:
-            return body.has_more()
-        except _READ_ERRORS as e:
-            self.run.raise_if_stopped()
-            raise _Transient(describe_request_error(e)) from e
 
     def _credit(self, received: int, *, transferred: bool = True) -> None:
         """Report progress up to ``received`` bytes, never going backwards."""
@@ -521,13 +277,13 @@ class FileDownload:
         item = self.item
         expected_size = self._expected_total()
         if expected_size is not None and part.received != expected_size:
-            raise _Mismatch(f"{expected_size} bytes", f"{part.received} bytes")
+            raise Mismatch(f"{expected_size} bytes", f"{part.received} bytes")
         if expected_size is None and part.received == 0:
-            raise _Mismatch("a non-empty file", "an empty body")
+            raise Mismatch("a non-empty file", "an empty body")
 
         actual = part.hasher.hexdigest()
         if item.sha256 is not None and actual != item.sha256.lower():
-            raise _Mismatch(f"sha256 {item.sha256}", f"sha256 {actual}")
+            raise Mismatch(f"sha256 {item.sha256}", f"sha256 {actual}")
 
         try:
             part.handle.flush()
@@ -563,16 +319,3 @@ class FileDownload:
             f"failed: {error.strerror or error}; check free disk space and "
             "permissions"
         )
-
-
-def _content_length(response: requests.Response) -> int | None:
-    value = response.headers.get("Content-Length", "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def _validator(response: requests.Response) -> str | None:
-    """Return a strong ETag usable in ``If-Range``, or None."""
-    etag = response.headers.get("ETag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return None
