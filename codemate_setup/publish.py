@@ -4,6 +4,9 @@
 writes ``RELEASES_DIR/3.0.0/`` with ``release.json``, ``manifest.json`` and the
 file tree under ``files/``. The release is built in a hidden temporary folder
 and renamed into place, so a failed or interrupted publish leaves no release.
+This module checks the input and contains the command line, while
+:mod:`codemate_setup.publish_manifest` builds the manifest and
+:mod:`codemate_setup.publish_write` writes the release folder.
 
 What a source tree may contain:
 
@@ -24,24 +27,18 @@ What a source tree may contain:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import shutil
-import stat
 import sys
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from packaging.version import Version
 
-from codemate_setup.errors import ExitCode, ManifestError, SetupError, UsageError
-from codemate_setup.fsutil import atomic_write_json, fsync_dir
+from codemate_setup.errors import ExitCode, SetupError, UsageError
+from codemate_setup.publish_manifest import load_listing, previous_release
+from codemate_setup.publish_write import PublishResult, write_release
 from codemate_setup.source_tree import (
     SourceFile,
     scan_source_tree,
@@ -50,25 +47,8 @@ from codemate_setup.versions import parse_version
 
 logger = logging.getLogger(__name__)
 
-RELEASE_FILE = "release.json"
-MANIFEST_FILE = "manifest.json"
-FILES_DIR = "files"
 REQUIREMENTS_NAME = "requirements.txt"
 DEFAULT_ENTRY_POINT = "initiate.py"
-
-COPY_CHUNK_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """Location, counts and manifest of a newly published release."""
-
-    version: str
-    release_dir: Path
-    previous_version: str | None
-    manifest: dict[str, Any]
-    file_count: int
-    total_bytes: int
 
 
 def publish_release(
@@ -125,8 +105,8 @@ def publish_release(
     )
     entry = _choose_entry_point(files, entry_point)
 
-    previous = _previous_release(existing, parsed)
-    previous_files = _load_listing(*previous) if previous else {}
+    previous = previous_release(existing, parsed)
+    previous_files = load_listing(*previous) if previous else {}
 
     created_root = not releases_root.exists()
     try:
@@ -138,7 +118,7 @@ def publish_release(
         ) from e
 
     try:
-        return _write_release(
+        return write_release(
             releases_root,
             parsed,
             files,
@@ -230,222 +210,6 @@ def _choose_entry_point(
             f"release path of a file, such as {DEFAULT_ENTRY_POINT!r}"
         )
     return entry_point
-
-
-def _previous_release(
-    existing: Mapping[Version, Path], version: Version
-) -> tuple[Version, Path] | None:
-    earlier = [item for item in existing.items() if item[0] < version]
-    return max(earlier) if earlier else None
-
-
-def _load_listing(version: Version, folder: Path) -> dict[str, dict[str, Any]]:
-    manifest_path = folder / MANIFEST_FILE
-    try:
-        manifest = json.loads(manifest_path.read_bytes())
-        return {entry["path"]: entry for entry in manifest["files"]}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ManifestError(
-            f"cannot read the files listing of earlier release {version} at "
-            f"{manifest_path} ({e}); repair or remove that release and publish again"
-        ) from e
-
-
-def diff_listings(
-    previous: Mapping[str, Mapping[str, Any]], current: Sequence[Mapping[str, Any]]
-) -> dict[str, list[str]]:
-    """Compute the incremental lists from the previous listing to the current one.
-
-    A file whose content or mode changed is an edit. A file replaced by a
-    folder is a delete of the file plus adds of the folder's files.
-
-    Returns:
-        ``files_add``, ``files_edit`` and ``files_delete``, each sorted.
-    """
-    current_by_path = {entry["path"]: entry for entry in current}
-    added = [path for path in current_by_path if path not in previous]
-    deleted = [path for path in previous if path not in current_by_path]
-    edited = [
-        path
-        for path, entry in current_by_path.items()
-        if path in previous
-        and (
-            previous[path].get("sha256") != entry["sha256"]
-            or previous[path].get("mode") != entry["mode"]
-        )
-    ]
-    return {
-        "files_add": sorted(added),
-        "files_edit": sorted(edited),
-        "files_delete": sorted(deleted),
-    }
-
-
-def build_manifest(
-    version: str,
-    previous_version: str | None,
-    listing: Sequence[Mapping[str, Any]],
-    previous_files: Mapping[str, Mapping[str, Any]],
-    requirements: str | None,
-    entry_point: str | None,
-) -> dict[str, Any]:
-    """Assemble the manifest. Equal inputs give an equal document."""
-    return {
-        "version": version,
-        "previous_version": previous_version,
-        "codebase": diff_listings(previous_files, listing),
-        "files": sorted((dict(entry) for entry in listing), key=lambda e: e["path"]),
-        "requirements": requirements,
-        "entry_point": entry_point,
-    }
-
-
-def _write_release(
-    releases_root: Path,
-    version: Version,
-    files: Sequence[SourceFile],
-    *,
-    previous_version: str | None,
-    previous_files: Mapping[str, Mapping[str, Any]],
-    requirements: str | None,
-    entry_point: str | None,
-    durable: bool,
-) -> PublishResult:
-    final_dir = releases_root / str(version)
-    try:
-        temp_dir = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=releases_root))
-    except OSError as e:
-        raise SetupError(
-            f"failed to create a folder in {releases_root}: {e.strerror or e}; "
-            f"nothing was published"
-        ) from e
-
-    try:
-        listing = _store_files(temp_dir / FILES_DIR, files, durable)
-
-        manifest = build_manifest(
-            str(version),
-            previous_version,
-            listing,
-            previous_files,
-            requirements,
-            entry_point,
-        )
-        total_bytes = sum(entry["size"] for entry in listing)
-        info = {
-            "version": str(version),
-            "previous_version": previous_version,
-            "published_at": datetime.now(timezone.utc).isoformat(),
-            "file_count": len(listing),
-            "total_bytes": total_bytes,
-            "entry_point": entry_point,
-            "requirements": requirements,
-        }
-        for name, document in ((MANIFEST_FILE, manifest), (RELEASE_FILE, info)):
-            atomic_write_json(temp_dir / name, document, durable=durable)
-            os.chmod(temp_dir / name, 0o644)
-        os.chmod(temp_dir, 0o755)
-
-        _rename_into_place(temp_dir, final_dir)
-    except OSError as e:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise SetupError(
-            f"failed to write release {version} in {releases_root}: "
-            f"{e.strerror or e}; nothing was published"
-        ) from e
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
-
-    if durable:
-        fsync_dir(releases_root)
-
-    logger.info("published %s to %s", version, final_dir)
-    return PublishResult(
-        version=str(version),
-        release_dir=final_dir,
-        previous_version=previous_version,
-        manifest=manifest,
-        file_count=len(listing),
-        total_bytes=total_bytes,
-    )
-
-
-def _rename_into_place(temp_dir: Path, final_dir: Path) -> None:
-    # A rename onto an existing folder fails, so a concurrent publish of the
-    # same version cannot be overwritten.
-    try:
-        os.rename(temp_dir, final_dir)
-    except OSError as e:
-        if final_dir.exists():
-            raise UsageError(
-                f"release {final_dir.name} was published by another process "
-                f"meanwhile, at {final_dir}; nothing was written"
-            ) from e
-        raise SetupError(
-            f"failed to move the new release into {final_dir}: {e}; "
-            f"nothing was published"
-        ) from e
-
-
-def _store_files(
-    files_root: Path, files: Sequence[SourceFile], durable: bool
-) -> list[dict[str, Any]]:
-    folders = {files_root}
-    files_root.mkdir()
-    listing = []
-    for item in files:
-        target = files_root.joinpath(*item.path.split("/"))
-        if target.parent not in folders:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            folders.update([target.parent, *target.parent.parents])
-        listing.append(_store_file(item, target, durable))
-
-    if durable:
-        for folder in folders:
-            if folder == files_root or files_root in folder.parents:
-                fsync_dir(folder)
-    return listing
-
-
-def _store_file(item: SourceFile, target: Path, durable: bool) -> dict[str, Any]:
-    """Copy one file, hashing the bytes as they are written.
-
-    The hash is taken from the copied bytes, so the manifest matches the
-    stored file even if the source changes during the publish.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
-        if not item.follow_link:
-            flags |= getattr(os, "O_NOFOLLOW", 0)
-        with os.fdopen(os.open(item.source, flags), "rb") as source:
-            if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
-                raise UsageError(
-                    f"{item.path!r} is no longer a regular file; publish again"
-                )
-            with open(target, "xb") as output:
-                while chunk := source.read(COPY_CHUNK_BYTES):
-                    digest.update(chunk)
-                    output.write(chunk)
-                    size += len(chunk)
-                if durable:
-                    output.flush()
-                    os.fsync(output.fileno())
-    except OSError as e:
-        raise SetupError(
-            f"failed to copy {item.path!r} from {item.source}: {e.strerror or e}; "
-            f"nothing was published"
-        ) from e
-
-    os.chmod(target, int(item.mode, 8))
-    return {
-        "path": item.path,
-        "sha256": digest.hexdigest(),
-        "size": size,
-        "mode": item.mode,
-    }
 
 
 def build_parser() -> argparse.ArgumentParser:

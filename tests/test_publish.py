@@ -14,9 +14,10 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from codemate_setup import publish
+from codemate_setup import publish, publish_write
 from codemate_setup.errors import ExitCode, ManifestError, UsageError
-from codemate_setup.publish import diff_listings, publish_release
+from codemate_setup.publish import publish_release
+from codemate_setup.publish_manifest import diff_listings
 from codemate_setup.source_tree import (
     find_case_collisions,
     normalized_mode,
@@ -602,7 +603,7 @@ def test_disk_full_leaves_nothing(capsys, existing, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(publish, "atomic_write_json", full_disk)
+    monkeypatch.setattr(publish_write, "atomic_write_json", full_disk)
     code = run_cli(source, "--version", "4.0.0", "--to", releases)
 
     error = capsys.readouterr().err
