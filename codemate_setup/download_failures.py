@@ -1,9 +1,10 @@
-"""Exceptions that end one attempt of a download and tell the retry loop what next.
+"""Exceptions that end one download attempt and tell the retry loop how to go on.
 
-The head checks of :mod:`codemate_setup.download_head` and the body copy of
-:mod:`codemate_setup.download_stream` raise them, and
-:meth:`~codemate_setup.download_file.FileDownload.execute` catches them to
-resume, to restart from byte 0, or to fail after too many attempts.
+:class:`~codemate_setup.download_file.FileDownload` and the methods it inherits
+from :mod:`codemate_setup.download_head` and :mod:`codemate_setup.download_stream`
+raise them. Its retry loop, ``FileDownload._transfer_until_verified``, catches
+them to resume, to restart from byte 0, or to raise an error after too many
+attempts.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The manifest of a release that :mod:`codemate_setup.publish` writes.
+"""Manifest of a release that :mod:`codemate_setup.publish` writes.
 
-It contains the choice of the earlier release, the read of that release's files
-listing, and the build of ``manifest.json`` with the lists of files added,
-edited and deleted since that release.
+Its functions choose the earlier release, read that release's files listing,
+and build ``manifest.json`` with the lists of files added, edited and deleted
+since that release.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def load_listing(version: Version, folder: Path) -> dict[str, dict[str, Any]]:
     """Read the files listing of the release in ``folder``, keyed by path.
 
     Raises:
-        ManifestError: If its manifest cannot be read or has no files list.
+        ManifestError: If its manifest cannot be read or parsed, or its files
+            list is missing or invalid.
     """
     manifest_path = folder / MANIFEST_FILE
     try:

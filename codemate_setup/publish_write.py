@@ -1,8 +1,8 @@
-"""The writing of a release folder for :mod:`codemate_setup.publish`.
+"""Release folder writer for :mod:`codemate_setup.publish`.
 
-It copies the source files into a hidden temporary folder while hashing them,
-writes ``manifest.json`` and ``release.json`` next to them, and renames the
-folder into place.
+It copies the source files into a hidden temporary folder, hashing them as it
+copies, writes ``manifest.json`` and ``release.json`` next to them, and renames
+the folder into place.
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ def write_release(
     Raises:
         UsageError: If a source file stopped being a regular file, or another
             process published the same version meanwhile.
-        SetupError: If writing fails. Nothing is left behind in either case.
+        SetupError: If writing fails.
+
+    Before either error is raised, the temporary folder is deleted, ignoring
+    any error of that delete.
     """
     final_dir = releases_root / str(version)
     try:
