@@ -11,7 +11,7 @@ from codemate_setup.config import HomeLayout
 from codemate_setup.errors import InstallError, UsageError
 from codemate_setup.listing import read_version_file
 from codemate_setup.steps import StepReporter
-from codemate_setup.transaction import RecoveryOutcome, recover
+from codemate_setup.transaction_recovery import RecoveryOutcome, recover
 from codemate_setup.versions import parse_version
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,8 @@ from codemate_setup.listing import InstallView, load_listing
 from codemate_setup.plan import OpKind, plan_restore
 from codemate_setup.state import Phase, SetupTracker
 from codemate_setup.steps import StepListener, StepReporter, run_reported_phase
-from codemate_setup.transaction import RecoveryOutcome, Transaction
+from codemate_setup.transaction import Transaction
+from codemate_setup.transaction_recovery import RecoveryOutcome
 from codemate_setup.updater import UpdateResult
 from codemate_setup.versions import parse_version
 

@@ -24,7 +24,8 @@ from codemate_setup.journal import TransactionKind
 from codemate_setup.listing import InstalledFile, InstalledListing
 from codemate_setup.plan import OpKind, Plan, TargetState
 from codemate_setup.steps import StepReporter
-from codemate_setup.transaction import Transaction, install_path
+from codemate_setup.transaction import Transaction
+from codemate_setup.transaction_paths import install_path
 
 
 def apply_update(

@@ -31,7 +31,8 @@ from codemate_setup.listing import (
 )
 from codemate_setup.plan import Plan, TargetFile, TargetState, build_plan
 from codemate_setup.testhooks import FAIL_VARIABLE
-from codemate_setup.transaction import Transaction, recover
+from codemate_setup.transaction import Transaction
+from codemate_setup.transaction_recovery import recover
 
 OLD = {
     "main.py": b"print('old')\n",
