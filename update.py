@@ -50,7 +50,8 @@ with interrupt_exits_quietly(__name__ == "__main__"):
     from codemate_setup.setuplock import hold_setup_lock
     from codemate_setup.state import Phase, SetupTracker
     from codemate_setup.steps import StepReporter, run_reported_phase
-    from codemate_setup.updater import UpdateResult, run_update
+    from codemate_setup.update_result import UpdateResult
+    from codemate_setup.updater import run_update
     from codemate_setup.versions import parse_version
 
 logger = logging.getLogger("update")

@@ -38,7 +38,7 @@ from codemate_setup.state import Phase, SetupTracker
 from codemate_setup.steps import StepListener, StepReporter, run_reported_phase
 from codemate_setup.transaction import Transaction
 from codemate_setup.transaction_recovery import RecoveryOutcome
-from codemate_setup.updater import UpdateResult
+from codemate_setup.update_result import UpdateResult
 from codemate_setup.versions import parse_version
 
 logger = logging.getLogger(__name__)

@@ -5,65 +5,27 @@ a :class:`~codemate_setup.transaction.Transaction`, so a failure or a cancel
 there rolls every move back, and a crash is rolled back (or, once committed,
 completed) by the next run's step 1.
 
-This module runs the steps in order and contains steps 1 to 4.
+:func:`run_update` starts a run. :mod:`codemate_setup.update_run` runs the
+steps in order and contains steps 1 to 4,
 :mod:`codemate_setup.update_staging` contains steps 5 and 6, and
 :mod:`codemate_setup.update_install` contains steps 7 to 10.
+:mod:`codemate_setup.update_result` contains the result type, and
+:mod:`codemate_setup.update_confirm` the confirmation of a major update.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 import threading
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from packaging.version import Version
 
-from codemate_setup.client import MiddlewareClient
 from codemate_setup.config import RunOptions
-from codemate_setup.errors import SetupCancelledError, UsageError
-from codemate_setup.fsutil import HAS_POSIX_MODES
-from codemate_setup.gc_pause import CollectorPause
-from codemate_setup.homefiles import (
-    prepare_folders,
-    read_installed_version,
-    recover_and_report,
-)
-from codemate_setup.listing import (
-    InstalledFile,
-    InstalledListing,
-    InstallView,
-    load_listing,
-    save_listing,
-)
-from codemate_setup.plan import (
-    ChangeKind,
-    OpKind,
-    Plan,
-    TargetState,
-    build_plan,
-    classify_change,
-)
-from codemate_setup.resolve import (
-    ResolvedTarget,
-    listing_from_manifest,
-    release_versions,
-    require_published,
-    resolve_target,
-)
 from codemate_setup.state import Phase, SetupTracker
 from codemate_setup.steps import StepListener, StepReporter, run_reported_phase
-from codemate_setup.update_install import apply_update
-from codemate_setup.update_staging import (
-    StagedFiles,
-    download_to_staging,
-    verify_staged,
-)
+from codemate_setup.update_confirm import Confirm, confirm_on_terminal
+from codemate_setup.update_result import UpdateResult
+from codemate_setup.update_run import UpdateRun
 from codemate_setup.versions import parse_version
-
-logger = logging.getLogger(__name__)
 
 PHASE = Phase.CODEBASE_UPDATE
 
@@ -79,50 +41,6 @@ UPDATE_STEPS = (
     "Recording installed version",
     "Finalizing installation",
 )
-
-# Asks a yes/no question. It returns None when no terminal is attached to answer.
-Confirm = Callable[[str], "bool | None"]
-
-
-@dataclass
-class UpdateResult:
-    """The outcome of an update or rollback, as printed by ``update.py --json``."""
-
-    action: str
-    from_version: str | None
-    to_version: str
-    message: str = ""
-    files_downloaded: int = 0
-    files_reused: int = 0
-    bytes_downloaded: int = 0
-    files_placed: int = 0
-    files_removed: int = 0
-    files_kept: int = 0
-    files_rehashed: int = 0
-    backup: str | None = None
-    recovery: dict[str, Any] | None = None
-    fallbacks: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_document(self) -> dict[str, Any]:
-        """Return the JSON form of the result."""
-        return asdict(self)
-
-
-def confirm_on_terminal(question: str) -> bool | None:
-    """Ask a yes/no question on the terminal.
-
-    Returns:
-        True for yes, False for no, or None when standard input is not a
-        terminal.
-    """
-    if not (sys.stdin and sys.stdin.isatty()):
-        return None
-    # The question goes to stderr so that --json output stays one document.
-    sys.stderr.write(f"{question} [y/N] ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline()
-    return answer.strip().lower() in ("y", "yes")
 
 
 def run_update(
@@ -165,7 +83,7 @@ def run_update(
     """
     target = version if isinstance(version, Version) else parse_version(str(version))
     reporter = StepReporter(tracker, PHASE, UPDATE_STEPS, on_step)
-    update = _Update(
+    update = UpdateRun(
         options,
         target,
         reporter,
@@ -175,331 +93,3 @@ def run_update(
         cancel=cancel or threading.Event(),
     )
     return run_reported_phase(reporter, own_setup, str(target), update.run)
-
-
-class _Update:
-    """One run of the update workflow, with a method per step."""
-
-    def __init__(
-        self,
-        options: RunOptions,
-        target: Version,
-        reporter: StepReporter,
-        *,
-        yes: bool,
-        allow_downgrade: bool,
-        confirm: Confirm,
-        cancel: threading.Event,
-    ) -> None:
-        self.options = options
-        self.layout = options.layout
-        self.limits = options.limits
-        self.target = target
-        self.reporter = reporter
-        self.yes = yes
-        self.allow_downgrade = allow_downgrade
-        self.confirm = confirm
-        self.cancel = cancel
-        self.installed: Version | None = None
-        self.listing: InstalledListing | None = None
-        self.change = ChangeKind.INSTALL
-        self.collector = CollectorPause()
-        self.result = UpdateResult(action="", from_version=None, to_version=str(target))
-
-    def run(self) -> UpdateResult:
-        """Run the ten steps and return the result."""
-        try:
-            return self._run_steps()
-        finally:
-            self.collector.end()
-
-    def _run_steps(self) -> UpdateResult:
-        step = self.reporter.step
-        with self.collector.paused(), step(1):
-            self._initialize()
-
-        client = MiddlewareClient(
-            self.options.middleware_url,
-            repo=self.options.repo,
-            limits=self.limits,
-            allow_insecure_http=self.options.allow_insecure_http,
-            cancel=self.cancel,
-        )
-        with client:
-            with self.collector.paused():
-                with step(2):
-                    versions = self._retrieve_releases(client)
-                with step(3):
-                    resolved = self._fetch_manifests(client, versions)
-                with step(4):
-                    view, plan = self._compare(resolved.state)
-            if plan.is_empty and self.change is ChangeKind.SAME:
-                return self._finish_unchanged(view)
-            with step(5):
-                staged = self._download(client, resolved.state, plan)
-
-        with step(6):
-            hashes = self._verify(staged)
-        self._install(resolved.state, plan, hashes, staged)
-        self.result.warnings = list(self.reporter.warnings)
-        return self.result
-
-    # Step 1
-
-    def _initialize(self) -> None:
-        prepare_folders(self.layout)
-        outcome = recover_and_report(
-            self.layout, self.limits.keep_backups, self.reporter
-        )
-        if outcome is not None:
-            self.result.recovery = outcome.to_document()
-
-        self.installed = read_installed_version(self.layout)
-        self.listing = load_listing(self.layout.installed_listing)
-        self.result.from_version = str(self.installed) if self.installed else None
-        self.change = classify_change(self.installed, self.target)
-        logger.info(
-            "installed %s, target %s: %s",
-            self.installed,
-            self.target,
-            self.change.value,
-        )
-
-        if self.change is ChangeKind.DOWNGRADE and not self.allow_downgrade:
-            raise UsageError(
-                f"{self.target} is older than the installed {self.installed}; "
-                f"restore it from the backups with update.py --rollback "
-                f"{self.target}, or pass --allow-downgrade to install it from "
-                "the middleware"
-            )
-        self._check_cancel()
-
-    # Step 2
-
-    def _retrieve_releases(self, client: MiddlewareClient) -> list[Version]:
-        client.health()
-        versions = release_versions(client.list_releases())
-        require_published(versions, self.target, client.display_url)
-        info = client.release_info(self.target)
-        self.reporter.tracker.set_phase_info(
-            PHASE,
-            "release",
-            {
-                key: info.get(key)
-                for key in ("version", "file_count", "total_bytes")
-                if key in info
-            },
-            defer=True,
-        )
-
-        if self.change is ChangeKind.MAJOR_UPGRADE:
-            self._confirm_major()
-        self._check_cancel()
-        return versions
-
-    def _confirm_major(self) -> None:
-        question = (
-            f"Updating CodeMate from {self.installed} to {self.target} is a major "
-            "update. Continue?"
-        )
-        if self.yes:
-            logger.info("major update confirmed by --yes")
-            return
-
-        answer = self.confirm(question)
-        if answer is None:
-            raise UsageError(
-                f"updating from {self.installed} to {self.target} is a major "
-                "update and needs confirmation; pass --yes to confirm it"
-            )
-        if not answer:
-            raise UsageError(
-                f"the major update to {self.target} was declined; nothing changed"
-            )
-
-    # Step 3
-
-    def _fetch_manifests(
-        self, client: MiddlewareClient, versions: list[Version]
-    ) -> ResolvedTarget:
-        if self.listing is None and self.installed is not None:
-            self._listing_from_release(client, versions)
-
-        resolved = resolve_target(
-            client.fetch_manifest,
-            versions,
-            self.target,
-            self.installed,
-            self.listing,
-            self.limits,
-        )
-        if resolved.fallback is not None:
-            self.reporter.tracker.record_fallback(PHASE, resolved.fallback)
-            self.result.fallbacks.append(resolved.fallback)
-        self._check_cancel()
-        return resolved
-
-    def _listing_from_release(
-        self, client: MiddlewareClient, versions: list[Version]
-    ) -> None:
-        """Learn which files the installed version owns from its manifest.
-
-        Without ``installed.json`` no file counts as owned, so files that the
-        installed release has and the target drops would stay behind.
-        """
-        installed = self.installed
-        if installed is None or installed not in versions:
-            return
-        listing = listing_from_manifest(
-            client.fetch_manifest(installed), installed, self.limits
-        )
-        if listing is None:
-            return
-
-        self.listing = listing
-        self.reporter.warn(
-            f"{self.layout.installed_listing.name} is missing, so the files of "
-            f"{installed} were taken from its manifest and are checked by hash"
-        )
-
-    # Step 4
-
-    def _compare(self, state: TargetState) -> tuple[InstallView, Plan]:
-        view = InstallView(self.layout.install_dir, self.listing)
-        owned = self.listing.files if self.listing is not None else None
-        plan = build_plan(state, owned, view, compare_modes=HAS_POSIX_MODES)
-
-        if state.entry_point and state.entry_point not in state.files:
-            self.reporter.warn(
-                f"the entry point {state.entry_point!r} of {self.target} is not "
-                "one of its files"
-            )
-
-        self.result.files_rehashed = view.hashed
-        self.result.files_kept = len(plan.kept)
-        self.result.files_placed = plan.count(OpKind.PLACE)
-        self.result.files_removed = sum(
-            1
-            for op in plan.ops
-            if op.kind is OpKind.BACKUP and op.path not in state.files
-        )
-        self._check_cancel()
-        return view, plan
-
-    def _finish_unchanged(self, view: InstallView) -> UpdateResult:
-        for number in range(5, len(UPDATE_STEPS) + 1):
-            with self.reporter.step(number):
-                pass
-
-        if self.listing is None or view.hashed:
-            # Refresh the stored sizes and mtimes, so the next run reads nothing.
-            self._refresh_listing(view)
-
-        self.result.warnings = list(self.reporter.warnings)
-        self.result.action = "unchanged"
-        self.result.message = (
-            f"CodeMate {self.target} is already installed and its files match the "
-            "release; nothing changed"
-        )
-        return self.result
-
-    def _refresh_listing(self, view: InstallView) -> None:
-        if self.listing is None:
-            return
-        files = {}
-        for path, entry in self.listing.files.items():
-            state = view.state(path)
-            if state.sha256 is None or state.size is None or state.mtime_ns is None:
-                continue
-            files[path] = InstalledFile(
-                state.sha256, state.size, state.mode or entry.mode, state.mtime_ns
-            )
-        save_listing(
-            self.layout.installed_listing,
-            InstalledListing(
-                self.listing.version,
-                files,
-                self.listing.entry_point,
-                self.listing.requirements,
-            ),
-        )
-
-    # Step 5
-
-    def _download(
-        self, client: MiddlewareClient, state: TargetState, plan: Plan
-    ) -> StagedFiles:
-        staging = self.layout.staging_dir / str(self.target)
-        staged = download_to_staging(
-            client, staging, state, plan, self.reporter, self.cancel
-        )
-        self.result.files_downloaded = staged.stats.files_downloaded
-        self.result.files_reused = staged.stats.files_reused
-        self.result.bytes_downloaded = staged.stats.bytes_downloaded
-        return staged
-
-    # Step 6
-
-    def _verify(self, staged: StagedFiles) -> dict[str, tuple[str, int]]:
-        hashes = verify_staged(staged, self.reporter)
-        self._check_cancel()
-        return hashes
-
-    # Steps 7 to 10
-
-    def _install(
-        self,
-        state: TargetState,
-        plan: Plan,
-        hashes: dict[str, tuple[str, int]],
-        staged: StagedFiles,
-    ) -> None:
-        backup_dir = apply_update(
-            self.layout,
-            state,
-            plan,
-            hashes,
-            staged.paths,
-            target=self.target,
-            from_version=self.result.from_version,
-            keep_backups=self.limits.keep_backups,
-            reporter=self.reporter,
-            cancel=self.cancel,
-            collector=self.collector,
-        )
-        if self.installed is not None:
-            self.result.backup = backup_dir.name
-        self.result.action = _action(self.change)
-        self.result.message = self._summary()
-
-    def _summary(self) -> str:
-        result = self.result
-        if result.action == "installed":
-            return (
-                f"Installed CodeMate {self.target}: {result.files_placed} files "
-                f"placed, {result.files_kept} already present"
-            )
-        changed = (
-            f"{result.files_downloaded} files downloaded, {result.files_placed} "
-            f"replaced or added, {result.files_removed} removed"
-        )
-        if result.action == "repaired":
-            return f"Repaired CodeMate {self.target}: {changed}"
-        verb = "Downgraded" if result.action == "downgraded" else "Updated"
-        return f"{verb} CodeMate from {result.from_version} to {self.target}: {changed}"
-
-    def _check_cancel(self) -> None:
-        if self.cancel.is_set():
-            raise SetupCancelledError(
-                "the update was cancelled; the installed version was not changed"
-            )
-
-
-def _action(change: ChangeKind) -> str:
-    return {
-        ChangeKind.INSTALL: "installed",
-        ChangeKind.SAME: "repaired",
-        ChangeKind.UPGRADE: "updated",
-        ChangeKind.MAJOR_UPGRADE: "updated",
-        ChangeKind.DOWNGRADE: "downgraded",
-    }[change]

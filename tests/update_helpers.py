@@ -16,7 +16,8 @@ from codemate_setup.config import HomeLayout, Limits, RunOptions
 from codemate_setup.middleware import MiddlewareHandle
 from codemate_setup.publish import publish_release
 from codemate_setup.state import SetupTracker
-from codemate_setup.updater import UpdateResult, run_update
+from codemate_setup.update_result import UpdateResult
+from codemate_setup.updater import run_update
 
 ROOT = Path(__file__).resolve().parent.parent
 
