@@ -37,9 +37,7 @@ from codemate_setup.plan import Op, OpKind
 from codemate_setup.testhooks import fault_point
 from codemate_setup.transaction_paths import home_file_paths, install_path, sync_folders
 
-# Undo and recovery log under the transaction's logger name, so that one name
-# selects every record of a transaction.
-logger = logging.getLogger("codemate_setup.transaction")
+logger = logging.getLogger(__name__)
 
 
 def _undo_op(journal: Journal, op: Op) -> bool:

@@ -15,9 +15,7 @@ from packaging.version import Version
 
 from codemate_setup.errors import UsageError
 
-# The update workflow logs under the updater's name, so that one name selects
-# its records.
-logger = logging.getLogger("codemate_setup.updater")
+logger = logging.getLogger(__name__)
 
 # Asks a yes/no question. It returns None when no terminal is attached to answer.
 Confirm = Callable[[str], "bool | None"]

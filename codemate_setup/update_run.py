@@ -59,9 +59,7 @@ from codemate_setup.update_staging import (
     verify_staged,
 )
 
-# The update workflow logs under the updater's name, so that one name selects
-# its records.
-logger = logging.getLogger("codemate_setup.updater")
+logger = logging.getLogger(__name__)
 
 
 class UpdateRun:
