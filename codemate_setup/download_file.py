@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from codemate_setup.download_part import PartFile
 from codemate_setup.download_run import DownloadRun, PlannedItem, hash_stream
 from codemate_setup.download_stream import BodyStreaming
 from codemate_setup.errors import InstallError, IntegrityError, MiddlewareError
+from codemate_setup.filestore import VerifiedFile
 from codemate_setup.fsutil import replace_with_retry
 from codemate_setup.partial import (
     EMPTY_SHA256,
@@ -93,6 +95,7 @@ class FileDownload(ResponseHeadChecks, BodyStreaming):
 
         try:
             digest = self._transfer_until_verified(part)
+            written = self._identify(part, digest)
         except IntegrityError:
             # The bytes are known to be wrong, so they must not be resumed.
             remove_partial(item.dest)
@@ -107,7 +110,22 @@ class FileDownload(ResponseHeadChecks, BodyStreaming):
             part.close()
 
         self._move_into_place()
-        self.run.record_verified(item.dest, digest)
+        if written is not None:
+            self.run.add_verified(item.dest, written)
+
+    def _identify(self, part: PartFile, digest: str) -> VerifiedFile | None:
+        """Return the hash and identity of the part file that was written.
+
+        The identity comes from the open file, not from its path, because
+        another process may replace the file at that path before the rename.
+        The staged file then has another identity, so its check reads it again.
+        """
+        try:
+            info = os.fstat(part.handle.fileno())
+        except OSError as e:
+            logger.debug("cannot record the hash of %s: %s", self.part, e)
+            return None
+        return VerifiedFile(digest, info.st_size, info.st_mtime_ns, info.st_ino)
 
     def _open_part(self) -> PartFile:
         item = self.item

@@ -16,6 +16,7 @@ import pytest
 from download_support import fast_limits, sha256
 from packaging.version import Version
 
+from codemate_setup import download_file
 from codemate_setup.client import MiddlewareClient
 from codemate_setup.config import Limits
 from codemate_setup.download import DownloadItem, DownloadProgress, download_all
@@ -27,6 +28,7 @@ from codemate_setup.errors import (
     MiddlewareError,
     SetupCancelledError,
 )
+from codemate_setup.filestore import verify_staged_file
 from codemate_setup.middleware import FaultConfig
 from codemate_setup.partial import part_path, sidecar_path, write_sidecar
 from codemate_setup.publish import publish_release
@@ -173,6 +175,26 @@ def test_legacy_progress_total_unknown(client, stage) -> None:
     assert reports[-1].bytes_total is None
     assert reports[-1].eta_seconds is None
     assert reports[-1].files_done == 1
+
+
+def test_replaced_part_file_fails_staged_check(client, stage, monkeypatch) -> None:
+    real_replace = download_file.replace_with_retry
+
+    def replace_part_first(source: Path, target: Path) -> None:
+        # Another process puts a file of the same size at the part file's path.
+        other = source.with_name("other")
+        other.write_bytes(bytes(len(BIG)))
+        os.replace(other, source)
+        real_replace(source, target)
+
+    monkeypatch.setattr(download_file, "replace_with_retry", replace_part_first)
+    item = item_for(stage, "big.bin")
+    stats = download_all(client, [item])
+
+    with pytest.raises(IntegrityError):
+        verify_staged_file(
+            "big.bin", item.dest, item.sha256, item.size, stats.verified[item.dest]
+        )
 
 
 # Reuse of staged files
