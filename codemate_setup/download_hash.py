@@ -243,7 +243,13 @@ def _hash_region(hasher: Any, region: FileRegion) -> None:
     while offset < end:
         data = os.pread(region.fd, min(_READ_BYTES, end - offset), offset)
         if not data:
-            raise OSError(f"the file ends at byte {offset}, before the hashed region")
+            # Another process may have truncated the file below this offset, so
+            # the message gives the file's size.
+            size = os.fstat(region.fd).st_size
+            raise OSError(
+                f"the file ends at byte {size}, before the end of the hashed "
+                f"region at byte {end}, so another process may have truncated it"
+            )
         hasher.update(data)
         offset += len(data)
 

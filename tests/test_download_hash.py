@@ -218,7 +218,7 @@ def test_hasher_truncated_file_fails(tmp_path) -> None:
     finally:
         os.close(fd)
 
-    assert f"the file ends at byte {CHUNK}" in str(caught.value)
+    assert "the file ends at byte 0," in str(caught.value)
 
 
 def test_hasher_update_file_after_digest_rejected(big_file) -> None:
