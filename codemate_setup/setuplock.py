@@ -81,21 +81,41 @@ def setup_lock_held(layout: HomeLayout) -> bool:
     read-only and never creates it, so it works in a home that the caller
     cannot write to.
     """
+    try:
+        import fcntl
+    except ImportError:
+        return _held_without_flock(layout)
+
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         descriptor = os.open(layout.setup_lock, flags)
     except OSError:
         return False
     try:
-        import fcntl
-
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (ImportError, BlockingIOError):
+    except BlockingIOError:
         return True
     except OSError:
         return False
     finally:
         os.close(descriptor)
+    return False
+
+
+def _held_without_flock(layout: HomeLayout) -> bool:
+    """Probe with filelock's lock, where ``flock`` is missing (Windows)."""
+    # NOTE: this path has not run on Windows in the project's tests. It needs
+    # write access to the lock file, so in a read-only home it reports no lock.
+    if not layout.setup_lock.exists():
+        return False
+    lock = StateLock(layout.setup_lock)
+    try:
+        token = lock.acquire(timeout=0)
+    except OSError:
+        return False
+    if token is None:
+        return True
+    lock.release(token)
     return False
 
 

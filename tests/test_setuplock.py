@@ -15,6 +15,7 @@ from codemate_setup.setuplock import (
     hold_setup_lock,
     setup_lock_held,
 )
+from codemate_setup.state import lockfile
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the holder process uses flock"
@@ -86,5 +87,34 @@ def test_setup_lock_descriptor_holds_lock(layout) -> None:
 def test_setup_lock_released_on_exit(layout) -> None:
     with hold_setup_lock(layout):
         pass
+
+    assert not setup_lock_held(layout)
+
+
+@pytest.fixture
+def without_flock(monkeypatch) -> None:
+    """Imitate Windows, where ``fcntl`` is missing and filelock locks instead."""
+    monkeypatch.setitem(sys.modules, "fcntl", None)
+    monkeypatch.setattr(lockfile, "fcntl", None)
+
+
+def test_lock_probe_without_flock_finds_holder(layout, without_flock) -> None:
+    holder = hold_in_child(layout.setup_lock, 30)
+
+    try:
+        busy = setup_lock_held(layout)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+    assert busy
+
+
+def test_lock_probe_without_flock_finds_free_lock(layout, without_flock) -> None:
+    assert not setup_lock_held(layout)
+
+
+def test_lock_probe_without_flock_missing_file(tmp_path, without_flock) -> None:
+    layout = HomeLayout.create(tmp_path / "home")
 
     assert not setup_lock_held(layout)
