@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -121,11 +120,10 @@ class FileDownload(ResponseHeadChecks, BodyStreaming):
         The staged file then has another identity, so its check reads it again.
         """
         try:
-            info = os.fstat(part.handle.fileno())
+            return VerifiedFile.of_descriptor(part.handle.fileno(), digest)
         except OSError as e:
             logger.debug("cannot record the hash of %s: %s", self.part, e)
             return None
-        return VerifiedFile(digest, info.st_size, info.st_mtime_ns, info.st_ino)
 
     def _open_part(self) -> PartFile:
         item = self.item
@@ -324,10 +322,11 @@ class FileDownload(ResponseHeadChecks, BodyStreaming):
     def _write_empty(self) -> None:
         try:
             self.run.make_folder(self.item.dest.parent)
-            self.item.dest.write_bytes(b"")
+            with open(self.item.dest, "wb") as handle:
+                written = VerifiedFile.of_descriptor(handle.fileno(), EMPTY_SHA256)
         except OSError as e:
             raise self._write_error(e) from e
-        self.run.record_verified(self.item.dest, EMPTY_SHA256)
+        self.run.add_verified(self.item.dest, written)
         self.run.count("files_downloaded")
         self.run.meter.add_file()
 

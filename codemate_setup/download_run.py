@@ -101,16 +101,6 @@ class DownloadRun:
             "bytes_spliced": 0,
         }
 
-    def record_verified(self, path: Path, sha256: str) -> None:
-        """Remember the hash of a staged file that was just checked."""
-        try:
-            verified = VerifiedFile.of(path, sha256)
-        except OSError as e:
-            logger.debug("cannot record the hash of %s: %s", path, e)
-            return
-        with self._lock:
-            self.verified[path] = verified
-
     def add_verified(self, path: Path, verified: VerifiedFile) -> None:
         """Remember the hash of a staged file whose identity is already known."""
         with self._lock:
@@ -270,15 +260,18 @@ def _file_matches(run: DownloadRun, path: Path, item: DownloadItem) -> bool:
             if item.size is not None and size != item.size:
                 return False
             digest = hash_stream(run, handle, hashlib.sha256())
+            if digest.hexdigest() != item.sha256:
+                return False
+            # The identity comes from the file that was read, because another
+            # process may have put a different file at the path meanwhile.
+            verified = VerifiedFile.of_descriptor(handle.fileno(), item.sha256)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return False
     except OSError as e:
         logger.debug("cannot read %s to reuse it: %s", path, e)
         return False
 
-    if digest.hexdigest() != item.sha256:
-        return False
-    run.record_verified(path, item.sha256)
+    run.add_verified(path, verified)
     return True
 
 

@@ -134,7 +134,7 @@ class SmallFileFetcher:
                 view = memoryview(body)
                 while view:
                     view = view[os.write(fd, view) :]
-                info = os.fstat(fd)
+                verified = VerifiedFile.of_descriptor(fd, digest)
             finally:
                 os.close(fd)
         except OSError as e:
@@ -144,9 +144,7 @@ class SmallFileFetcher:
                 "permissions"
             ) from e
 
-        run.add_verified(
-            dest, VerifiedFile(digest, info.st_size, info.st_mtime_ns, info.st_ino)
-        )
+        run.add_verified(dest, verified)
         run.count_download(len(body))
         run.meter.add_file_bytes(len(body))
         with self._lock:

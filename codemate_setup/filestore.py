@@ -144,6 +144,19 @@ class VerifiedFile:
         info = os.lstat(path)
         return cls(sha256, info.st_size, info.st_mtime_ns, info.st_ino)
 
+    @classmethod
+    def of_descriptor(cls, descriptor: int, sha256: str) -> VerifiedFile:
+        """Record ``sha256`` for the open file ``descriptor`` as it is now.
+
+        Unlike :meth:`of`, this describes the file that was written or read,
+        even when another process has put a different file at its path.
+
+        Raises:
+            OSError: If the file cannot be examined.
+        """
+        info = os.fstat(descriptor)
+        return cls(sha256, info.st_size, info.st_mtime_ns, info.st_ino)
+
     def matches(self, info: os.stat_result) -> bool:
         """Tell whether ``info`` describes the same, unchanged file."""
         return (info.st_size, info.st_mtime_ns, info.st_ino) == (

@@ -16,7 +16,7 @@ import pytest
 from download_support import fast_limits, sha256
 from packaging.version import Version
 
-from codemate_setup import download_file
+from codemate_setup import download_file, download_run
 from codemate_setup.client import MiddlewareClient
 from codemate_setup.config import Limits
 from codemate_setup.download import DownloadItem, DownloadProgress, download_all
@@ -210,6 +210,28 @@ def test_second_run_reuses_staged_files(client, served, stage) -> None:
     assert stats.files_downloaded == 0
     assert stats.bytes_reused == sum(len(data) for data in FILES.values())
     assert len(served.requests) == requests_before
+
+
+def test_replaced_reused_file_fails_staged_check(client, stage, monkeypatch) -> None:
+    item = item_for(stage, "big.bin")
+    download_all(client, [item])
+    real_hash_stream = download_run.hash_stream
+
+    def hash_then_replace(run, handle, hasher):
+        digest = real_hash_stream(run, handle, hasher)
+        # Another process puts a file of the same size at the staged path.
+        other = stage / "other"
+        other.write_bytes(bytes(len(BIG)))
+        os.replace(other, item.dest)
+        return digest
+
+    monkeypatch.setattr(download_run, "hash_stream", hash_then_replace)
+    stats = download_all(client, [item])
+
+    with pytest.raises(IntegrityError):
+        verify_staged_file(
+            "big.bin", item.dest, item.sha256, item.size, stats.verified[item.dest]
+        )
 
 
 def test_wrong_staged_file_fetched_again(client, stage) -> None:
