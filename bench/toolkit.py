@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -74,7 +75,15 @@ def free_service_ports() -> dict[str, str]:
     The verification checks these ports; free ones keep services that happen
     to run on this machine from changing what is measured.
     """
-    return {name: str(free_port()) for name in DEFAULT_SERVICE_PORTS}
+    # Every socket stays bound until all ports are known, so no two are equal.
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in DEFAULT_SERVICE_PORTS]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        ports = [sock.getsockname()[1] for sock in sockets]
+    return {
+        name: str(port) for name, port in zip(DEFAULT_SERVICE_PORTS, ports, strict=True)
+    }
 
 
 def step_durations(state_file: Path, phase: Phase) -> dict[str, float]:

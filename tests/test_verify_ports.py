@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from verify_support import free_service_ports
 
 from codemate_setup.verify.model import CheckStatus
 from codemate_setup.verify.ports import (
@@ -237,7 +238,7 @@ def test_duplicate_port_settings_are_critical() -> None:
 
 
 def test_check_ports_covers_every_service() -> None:
-    ports = {name: free_port() for name in SERVICES}
+    ports = free_service_ports()
 
     results = check_ports(ports, SETTINGS)
 

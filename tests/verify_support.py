@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -31,8 +32,16 @@ def free_port() -> int:
 
 
 def free_service_ports() -> dict[str, int]:
-    """Return a free port for each service, so no local service disturbs a test."""
-    return {name: free_port() for name in SERVICES}
+    """Return a free port for each service, so no local service disturbs a test.
+
+    Every socket stays bound until all ports are known, so no two are equal.
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in SERVICES]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        ports = [sock.getsockname()[1] for sock in sockets]
+    return dict(zip(SERVICES, ports, strict=True))
 
 
 def install_app(home: Path, version: str = "3.0.0") -> None:
