@@ -17,7 +17,7 @@ from codemate_setup.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-# Asks a yes/no question. It returns None when no terminal is attached to answer.
+# A yes/no prompt: True or False, or None when no terminal is attached.
 Confirm = Callable[[str], "bool | None"]
 
 
