@@ -17,6 +17,7 @@ import psutil
 
 from bench.data import MIB, LargeRelease, large_release
 from bench.model import BenchContext, BenchResult, Check, Row, Stats
+from bench.page_cache import LARGE_PIECE, SMALL_PIECE, write_after
 from bench.processes import run_measured
 from bench.servers import Middleware
 from bench.timing import paired_ratio, repeat, timed
@@ -93,6 +94,11 @@ class _Probe:
         again = run_measured(command, env=script_env())
         hashing = timed(lambda: hash_file(installed))
 
+        folder = self.ctx.workdir
+        size = self.release.size
+        after_small = write_after(folder, size, SMALL_PIECE, LARGE_PIECE)
+        after_large = write_after(folder, size, LARGE_PIECE, LARGE_PIECE)
+
         return {
             "curl": curl.seconds,
             "curl_cpu": curl.cpu_seconds,
@@ -102,6 +108,8 @@ class _Probe:
             "ours_server_cpu": ours_server_cpu,
             "no_op": again.seconds,
             "hash": hashing,
+            "write_after_small": after_small,
+            "write_after_large": after_large,
         }
 
     def remove_outputs(self) -> None:
@@ -145,9 +153,13 @@ def _result(stats: dict[str, Stats], release: LargeRelease) -> BenchResult:
             "and writes it. The release file is in the page cache for both. "
             "Each side deletes its own output of the previous run just before "
             "it runs, and `sync` runs before each timed command. The parts show "
-            "the fixed "
-            "cost of a run (the same command once the version is installed) and "
-            "the cost of one SHA-256 pass (`filestore.hash_file`) over the file."
+            "the fixed cost of a run (the same command once the version is "
+            "installed), the cost of one SHA-256 pass (`filestore.hash_file`) "
+            "over the file, and how fast this machine writes a file of the same "
+            "size into the page cache with `dd` in 1 MiB pieces (about what our "
+            "download writes at a time) right after deleting a file written in "
+            "16 KiB pieces (at most what curl writes at a time) or in 1 MiB "
+            "pieces (`bench/page_cache.py`)."
         ),
         rows=[
             Row("ours: wall time", stats["ours"], "s"),
@@ -173,6 +185,18 @@ def _result(stats: dict[str, Stats], release: LargeRelease) -> BenchResult:
             Row(
                 "part: SHA-256 of the file from the page cache",
                 stats["hash"],
+                "s",
+                "part",
+            ),
+            Row(
+                "part: dd in 1 MiB pieces, after a file written in 16 KiB pieces",
+                stats["write_after_small"],
+                "s",
+                "part",
+            ),
+            Row(
+                "part: dd in 1 MiB pieces, after a file written in 1 MiB pieces",
+                stats["write_after_large"],
                 "s",
                 "part",
             ),
