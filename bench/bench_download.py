@@ -154,12 +154,12 @@ def _result(stats: dict[str, Stats], release: LargeRelease) -> BenchResult:
             "Each side deletes its own output of the previous run just before "
             "it runs, and `sync` runs before each timed command. The parts show "
             "the fixed cost of a run (the same command once the version is "
-            "installed), the cost of one SHA-256 pass (`filestore.hash_file`) "
-            "over the file, and how fast this machine writes a file of the same "
-            "size into the page cache with `dd` in 1 MiB pieces (about what our "
-            "download writes at a time) right after deleting a file written in "
-            "16 KiB pieces (at most what curl writes at a time) or in 1 MiB "
-            "pieces (`bench/page_cache.py`)."
+            "installed) and the cost of one SHA-256 pass (`filestore.hash_file`) "
+            "over the file. The `dd` rows show how fast this machine writes a "
+            "file of the same size into the page cache in 1 MiB pieces, about "
+            "what our download writes at a time. They follow the deletion of a "
+            "file written in 16 KiB pieces, at most what curl writes at a time, "
+            "or in 1 MiB pieces (`bench/page_cache.py`)."
         ),
         rows=[
             Row("ours: wall time", stats["ours"], "s"),
