@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,17 @@ def test_lock_probe_without_flock_missing_file(tmp_path, without_flock) -> None:
     layout = HomeLayout.create(tmp_path / "home")
 
     assert not setup_lock_held(layout)
+
+
+def test_lock_wait_interrupted_closes_descriptor(layout, monkeypatch) -> None:
+    def interrupt(descriptor: int, timeout: float) -> bool:
+        # Ctrl+C while the setup waits for a busy lock.
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lockfile, "_wait_for_flock", interrupt)
+    open_before = len(os.listdir("/proc/self/fd"))
+
+    with pytest.raises(KeyboardInterrupt), hold_setup_lock(layout):
+        pass
+
+    assert len(os.listdir("/proc/self/fd")) == open_before

@@ -74,6 +74,10 @@ class StateLock:
             logger.debug("flock is not supported on %s, so filelock is used", self.path)
             self._fallback = filelock.FileLock(str(self.path))
             return self._acquire_fallback(timeout)
+        except BaseException:
+            # Such as Ctrl+C during the wait: the descriptor holds no lock.
+            os.close(descriptor)
+            raise
 
         os.close(descriptor)
         return None
