@@ -137,7 +137,7 @@ class FileDownload(ResponseHeadChecks, BodyStreaming):
         ):
             write_sidecar(item)
             self.has_sidecar = True
-        handle = open(self.part, "wb")  # noqa: SIM115 - closed by execute()
+        handle = open(self.part, "w+b")  # noqa: SIM115 - closed by execute()
         return PartFile(handle, self.run.limits.chunk_bytes)
 
     def _open_resumed_part(self) -> PartFile:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, BinaryIO
 
 from codemate_setup.download_hash import BackgroundHasher
@@ -10,6 +9,9 @@ from codemate_setup.download_hash import BackgroundHasher
 
 class PartFile:
     """The open ``.part`` file of one download and the hash of its bytes.
+
+    ``handle`` is open for reading and writing, because the hashing thread
+    reads back the regions that a spliced body wrote.
 
     The hash is computed in a second thread once the file reaches one chunk,
     so :meth:`close` must be called when the download ends, whichever way.
@@ -21,15 +23,10 @@ class PartFile:
         self.hasher = BackgroundHasher(batch_bytes, initial=initial)
         self.received = 0
         self.validator: str | None = None
-        self._region_fd: int | None = None
 
     def region_fd(self) -> int:
-        """Return a read-only descriptor of the same file, for the hasher."""
-        if self._region_fd is None:
-            self._region_fd = os.open(
-                f"/proc/self/fd/{self.handle.fileno()}", os.O_RDONLY | os.O_CLOEXEC
-            )
-        return self._region_fd
+        """Return the file's descriptor, from which the hasher reads regions."""
+        return self.handle.fileno()
 
     def reset(self) -> None:
         """Drop every byte received, to start again from byte 0."""
@@ -48,6 +45,3 @@ class PartFile:
             self.hasher.close()
         finally:
             self.handle.close()
-            if self._region_fd is not None:
-                os.close(self._region_fd)
-                self._region_fd = None

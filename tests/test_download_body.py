@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -207,6 +208,32 @@ def test_large_plain_body_is_spliced_after_first_chunk(served, stage) -> None:
     assert (stage / "big.bin").read_bytes() == BIG
     # The first read takes what arrived with the head, up to one chunk.
     assert len(BIG) - CHUNK <= stats.bytes_spliced < len(BIG)
+
+
+def fd_links() -> list[str]:
+    """Return what each open descriptor of this process leads to."""
+    links = []
+    for name in os.listdir("/proc/self/fd"):
+        # The descriptor that listed the folder is closed by now.
+        with contextlib.suppress(FileNotFoundError):
+            links.append(os.readlink(f"/proc/self/fd/{name}"))
+    return links
+
+
+def test_spliced_body_opens_part_file_once(served, stage, monkeypatch) -> None:
+    opened: list[int] = []
+    real_store = SplicedBody.store
+
+    def count_then_store(self, handle, offset, hasher) -> None:
+        opened.append(sum(link.endswith("big.bin.part") for link in fd_links()))
+        real_store(self, handle, offset, hasher)
+
+    monkeypatch.setattr(SplicedBody, "store", count_then_store)
+    with MiddlewareClient(served.url, limits=FAST) as client:
+        download_all(client, [item_for(stage, "big.bin")])
+
+    assert opened
+    assert max(opened) == 1
 
 
 def test_unsized_item_body_is_spliced(served, stage) -> None:
