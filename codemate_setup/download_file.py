@@ -24,7 +24,7 @@ from codemate_setup.download_run import DownloadRun, PlannedItem, hash_stream
 from codemate_setup.download_stream import BodyStreaming
 from codemate_setup.errors import InstallError, IntegrityError, MiddlewareError
 from codemate_setup.filestore import VerifiedFile
-from codemate_setup.fsutil import replace_with_retry
+from codemate_setup.fsutil import replace_with_retry, write_failure_advice
 from codemate_setup.partial import (
     EMPTY_SHA256,
     part_path,
@@ -333,6 +333,5 @@ class FileDownload(ResponseHeadChecks, BodyStreaming):
     def _write_error(self, error: OSError) -> InstallError:
         return InstallError(
             f"writing the download of {self.label} to {self.item.dest.parent} "
-            f"failed: {error.strerror or error}; check free disk space and "
-            "permissions"
+            f"failed: {error.strerror or error}; {write_failure_advice(error)}"
         )

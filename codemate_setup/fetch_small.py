@@ -40,6 +40,7 @@ from codemate_setup.download_file import FileDownload
 from codemate_setup.download_stall import StallGuard
 from codemate_setup.errors import InstallError
 from codemate_setup.filestore import VerifiedFile
+from codemate_setup.fsutil import write_failure_advice
 from codemate_setup.small_transport import FastResponse, SmallFileTransport
 
 if TYPE_CHECKING:
@@ -140,8 +141,7 @@ class SmallFileFetcher:
         except OSError as e:
             raise InstallError(
                 f"writing the download of {item.path} of release {item.version} to "
-                f"{dest.parent} failed: {e.strerror or e}; check free disk space and "
-                "permissions"
+                f"{dest.parent} failed: {e.strerror or e}; {write_failure_advice(e)}"
             ) from e
 
         run.add_verified(dest, verified)

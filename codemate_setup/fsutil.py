@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -19,6 +20,20 @@ REPLACE_ATTEMPTS = 50
 REPLACE_RETRY_DELAY = 0.01
 # Windows files have no POSIX permission bits, so modes are neither set nor compared.
 HAS_POSIX_MODES = os.name != "nt"
+
+
+def write_failure_advice(
+    error: OSError, otherwise: str = "check free disk space and permissions"
+) -> str:
+    """Return what to do next after writing a file failed with ``error``.
+
+    Args:
+        error: The failure.
+        otherwise: The advice for failures other than too many open files.
+    """
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return "raise the limit of open files (ulimit -n) and try again"
+    return otherwise
 
 
 def fsync_dir(folder: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from update_helpers import (
 from codemate_setup.backups import list_backups
 from codemate_setup.config import HomeLayout, RunOptions
 from codemate_setup.middleware import MiddlewareHandle
+from codemate_setup.publish import publish_release
 from codemate_setup.rollback import run_rollback
 from codemate_setup.state import SetupTracker
 from codemate_setup.updater import UPDATE_STEPS
@@ -656,3 +659,41 @@ def test_update_without_listing_uses_manifest(
     assert "installed.json is missing" in result.warnings[0]
     assert result.files_rehashed == len(RELEASES["1.0.0"])
     assert_installed(home, releases, "1.1.0")
+
+
+# Open files allowed in test_too_few_open_files_cli: enough to start and write
+# the state file, too few for the download threads.
+FEW_OPEN_FILES = 10
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="sets RLIMIT_NOFILE")
+def test_too_few_open_files_cli(tmp_path: Path, start_middleware):
+    files = {f"m{index}.py": f"print({index})\n".encode() for index in range(6)}
+    files |= {"models/a.bin": os.urandom(3 << 20), "models/b.bin": os.urandom(3 << 20)}
+    tree = make_tree(tmp_path / "src", files)
+    publish_release(tree, "1.0.0", tmp_path / "releases", durable=False)
+    server = start_middleware(tmp_path / "releases")
+    home = tmp_path / "home"
+
+    def few_open_files() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FEW_OPEN_FILES, FEW_OPEN_FILES))
+
+    done = subprocess.run(
+        update_command(
+            "1.0.0", "--middleware-url", server.url, "--home", str(home), "--yes"
+        ),
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=few_open_files,
+    )
+
+    assert done.returncode == 1
+    assert "Too many open files" in done.stderr
+    assert "raise the limit of open files (ulimit -n)" in done.stderr
+    assert installed_version(home) is None
+    assert read_state(home)["overall_status"] == "failed"

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from codemate_setup.errors import StateFileError
-from codemate_setup.fsutil import fsync_dir, replace_with_retry
+from codemate_setup.fsutil import (
+    fsync_dir,
+    replace_with_retry,
+    write_failure_advice,
+)
 from codemate_setup.state.lockfile import StateLock
 from codemate_setup.state.schema import shape_problem
 
@@ -107,7 +111,9 @@ class StateStore:
         except OSError as e:
             raise StateFileError(
                 f"cannot create the state lock {self.lock_path}: {e}; "
-                "check that the folder exists and is writable"
+                + write_failure_advice(
+                    e, "check that the folder exists and is writable"
+                )
             ) from e
         if token is None:
             return None
@@ -187,7 +193,9 @@ class StateStore:
         except OSError as e:
             raise StateFileError(
                 f"cannot write the state file {self.path}: {e}; "
-                "check free disk space and the folder's permissions"
+                + write_failure_advice(
+                    e, "check free disk space and the folder's permissions"
+                )
             ) from e
         self._last_write = (data, document)
 
