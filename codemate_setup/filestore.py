@@ -141,8 +141,7 @@ class VerifiedFile:
         Raises:
             OSError: If the file cannot be examined.
         """
-        info = os.lstat(path)
-        return cls(sha256, info.st_size, info.st_mtime_ns, info.st_ino)
+        return cls._from_info(sha256, os.lstat(path))
 
     @classmethod
     def of_descriptor(cls, descriptor: int, sha256: str) -> VerifiedFile:
@@ -154,7 +153,10 @@ class VerifiedFile:
         Raises:
             OSError: If the file cannot be examined.
         """
-        info = os.fstat(descriptor)
+        return cls._from_info(sha256, os.fstat(descriptor))
+
+    @classmethod
+    def _from_info(cls, sha256: str, info: os.stat_result) -> VerifiedFile:
         return cls(sha256, info.st_size, info.st_mtime_ns, info.st_ino)
 
     def matches(self, info: os.stat_result) -> bool:

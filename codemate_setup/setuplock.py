@@ -17,7 +17,7 @@ from codemate_setup.state.store import StateStore
 logger = logging.getLogger(__name__)
 
 # Seconds a setup waits for a busy setup lock before it reports the home busy.
-# The probe of `--wait` and `--status` holds the lock for an instant only, so a
+# The probe of `--wait` and `--status` takes the lock for an instant only, so a
 # setup that starts during a probe gets the lock on a later attempt.
 BUSY_GRACE_SECONDS = 0.2
 

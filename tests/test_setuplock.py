@@ -78,7 +78,7 @@ def test_setup_lock_busy_after_grace(layout) -> None:
     assert f"another setup is running in {layout.home}" in str(caught.value)
 
 
-def test_setup_lock_descriptor_holds_lock(layout) -> None:
+def test_setup_lock_busy_inside_block(layout) -> None:
     with hold_setup_lock(layout):
         busy = setup_lock_held(layout)
 

@@ -75,7 +75,7 @@ class StateLock:
             self._fallback = filelock.FileLock(str(self.path))
             return self._acquire_fallback(timeout)
         except BaseException:
-            # Such as Ctrl+C during the wait: the descriptor holds no lock.
+            # Ctrl+C during the wait, for one. The descriptor has no lock yet.
             os.close(descriptor)
             raise
 
