@@ -26,8 +26,8 @@ from typing import Any
 from codemate_setup.errors import UsageError
 from codemate_setup.filestore import remove_tree
 from codemate_setup.fsutil import atomic_write_json
+from codemate_setup.install_view import FileState
 from codemate_setup.journal import TransactionKind, ops_from_documents, ops_to_documents
-from codemate_setup.listing import FileState
 from codemate_setup.manifest import format_mode, parse_mode
 from codemate_setup.plan import Op
 

@@ -193,7 +193,9 @@ class ReleaseRoot:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._prefix = os.path.join(root, "")
+        # The root with a separator after it: a release path added to it
+        # names the file (with "/" between folders, which Windows takes too).
+        self.prefix = os.path.join(root, "")
         self._realpaths: dict[Path, Path] = {}
         # Paths are resolved against the root, so the root is inside.
         self._proven: set[str] = {""}
@@ -220,15 +222,24 @@ class ReleaseRoot:
             ManifestError: For the first path that is unsafe or resolves
                 outside the root.
         """
+        self.prove_all(release_paths)
+        if os.sep != "/":
+            return [self.prefix + p.replace("/", os.sep) for p in release_paths]
+        return [self.prefix + path for path in release_paths]
+
+    def prove_all(self, release_paths: Sequence[str]) -> None:
+        """Check many release paths as :meth:`join_all` does, without joining them.
+
+        Raises:
+            ManifestError: For the first path that is unsafe or resolves
+                outside the root.
+        """
         validate_release_paths(release_paths)
         proven = self._proven
         for path in release_paths:
             folder = path.rpartition("/")[0]
             if folder not in proven:
                 self._prove(folder, path)
-        if os.sep != "/":
-            return [self._prefix + p.replace("/", os.sep) for p in release_paths]
-        return [self._prefix + path for path in release_paths]
 
     def _prove(self, folder: str, path: str) -> None:
         """Prove that ``folder``, a folder above ``path``, resolves inside the root.
@@ -241,7 +252,7 @@ class ReleaseRoot:
         if parent not in self._proven:
             self._prove(parent, path)
         try:
-            is_real_folder = stat.S_ISDIR(os.lstat(self._prefix + folder).st_mode)
+            is_real_folder = stat.S_ISDIR(os.lstat(self.prefix + folder).st_mode)
         except OSError:
             is_real_folder = False
         if not is_real_folder:

@@ -31,8 +31,9 @@ from codemate_setup.homefiles import (
     read_installed_version,
     recover_and_report,
 )
+from codemate_setup.install_view import InstallView
 from codemate_setup.journal import TransactionKind
-from codemate_setup.listing import InstallView, load_listing
+from codemate_setup.listing import load_listing
 from codemate_setup.plan import OpKind, plan_restore
 from codemate_setup.state import Phase, SetupTracker
 from codemate_setup.steps import StepListener, StepReporter, run_reported_phase

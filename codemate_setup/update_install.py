@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from itertools import compress
+from operator import attrgetter, itemgetter, ne
 from pathlib import Path
 
 from packaging.version import Version
@@ -23,9 +25,15 @@ from codemate_setup.gc_pause import CollectorPause
 from codemate_setup.journal import TransactionKind
 from codemate_setup.listing import InstalledFile, InstalledListing
 from codemate_setup.plan import OpKind, Plan, TargetState
+from codemate_setup.records import make_records
 from codemate_setup.steps import StepReporter
 from codemate_setup.transaction import Transaction
 from codemate_setup.transaction_paths import install_path
+
+# The hash, size, mode and mtime of a FileState, as a listing records them.
+_STORED_FIELDS = itemgetter(1, 2, 3, 4)
+_RECORD_MODE = itemgetter(2)
+_TARGET_MODE = attrgetter("mode")
 
 
 def apply_update(
@@ -111,28 +119,23 @@ def new_listing(
 ) -> InstalledListing:
     """Build the installed listing of ``target`` after its files were placed.
 
-    Kept files take their recorded state. Placed files take the verified
-    hash and a fresh ``os.stat`` of the installed file.
+    Kept files take their recorded state, with the target's mode where step 8
+    changed it. Placed files take the verified hash and a fresh ``os.stat``
+    of the installed file.
     """
+    kept = _kept_records(state, plan)
     files = {}
-    for path, target_file in state.files.items():
-        unchanged = plan.kept.get(path)
-        if unchanged is not None and unchanged.sha256 is not None:
-            mode = unchanged.mode if unchanged.mode is not None else 0o644
-            if HAS_POSIX_MODES and target_file.mode is not None:
-                mode = target_file.mode
-            files[path] = InstalledFile(
-                unchanged.sha256, unchanged.size or 0, mode, unchanged.mtime_ns or 0
+    for path in state.files:
+        record = kept.get(path)
+        if record is None:
+            info = os.stat(install_path(layout.install_dir, path))
+            record = InstalledFile(
+                sha256=hashes[path][0],
+                size=info.st_size,
+                mode=stat.S_IMODE(info.st_mode),
+                mtime_ns=info.st_mtime_ns,
             )
-            continue
-
-        info = os.stat(install_path(layout.install_dir, path))
-        files[path] = InstalledFile(
-            sha256=hashes[path][0],
-            size=info.st_size,
-            mode=stat.S_IMODE(info.st_mode),
-            mtime_ns=info.st_mtime_ns,
-        )
+        files[path] = record
 
     return InstalledListing(
         version=str(target),
@@ -140,6 +143,28 @@ def new_listing(
         entry_point=state.entry_point,
         requirements=state.requirements,
     )
+
+
+def _kept_records(state: TargetState, plan: Plan) -> dict[str, InstalledFile]:
+    """Return the listing records of the files the plan keeps, by path.
+
+    The records are built for all kept files at once, in C; only files whose
+    mode the target changes are then handled one by one.
+    """
+    kept = plan.kept
+    stored = make_records(InstalledFile, map(_STORED_FIELDS, kept.values()))
+    records = dict(zip(kept, stored, strict=True))
+    if not HAS_POSIX_MODES:
+        return records
+
+    targets = list(map(state.files.__getitem__, records))
+    differ = map(ne, map(_RECORD_MODE, records.values()), map(_TARGET_MODE, targets))
+    for target_file in compress(targets, differ):
+        if target_file.mode is not None:
+            records[target_file.path] = records[target_file.path]._replace(
+                mode=target_file.mode
+            )
+    return records
 
 
 def requirements_source(

@@ -23,10 +23,10 @@ from codemate_setup.homefiles import (
     read_installed_version,
     recover_and_report,
 )
+from codemate_setup.install_view import InstallView
 from codemate_setup.listing import (
     InstalledFile,
     InstalledListing,
-    InstallView,
     load_listing,
     save_listing,
 )

@@ -10,8 +10,10 @@ import pytest
 from conftest import make_tree
 from packaging.version import Version
 
+from codemate_setup import install_view
 from codemate_setup.errors import InstallError, ManifestError
-from codemate_setup.listing import InstalledFile, InstalledListing, InstallView
+from codemate_setup.install_view import InstallView
+from codemate_setup.listing import InstalledFile, InstalledListing
 from codemate_setup.manifest import Manifest, ManifestEntry
 from codemate_setup.plan import (
     ChangeKind,
@@ -125,6 +127,44 @@ def test_view_states_match_state_one_at_a_time(tmp_path: Path) -> None:
     assert [s.kind.value for s in states] == ["file", "dir", "missing", "file", "file"]
     assert states[3].sha256 == sha(b"BB")
     assert view.hashed == 2
+
+
+def test_view_states_in_missing_or_blocked_folders(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"a.py": b"a", "pkg/b.py": b"b", "pkg/c.py": b"c"})
+    listing = InstalledListing("2.0.0", listing_of(tmp_path, ["a.py", "pkg/b.py"]))
+    # Folders alternate, so the view leaves a folder and comes back to it.
+    paths = ["pkg/b.py", "a.py", "pkg/c.py", "gone/x.py", "a.py/x.py"]
+
+    states = InstallView(tmp_path, listing).states(paths)
+
+    kinds = [state.kind.value for state in states]
+    assert kinds == ["file", "file", "file", "missing", "missing"]
+
+
+def test_view_states_without_folder_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tree(tmp_path, {"a.py": b"a", "pkg/b.py": b"b", "pkg/c.py": b"c"})
+    listing = InstalledListing("2.0.0", listing_of(tmp_path, ["a.py", "pkg/b.py"]))
+    paths = ["a.py", "gone/x.py", "pkg/b.py", "pkg/c.py"]
+    expected = InstallView(tmp_path, listing).states(paths)
+    # Where lstat takes no folder descriptor (Windows), whole paths are used.
+    monkeypatch.setattr(install_view, "_RELATIVE_LSTAT", False)
+
+    view = InstallView(tmp_path, listing)
+
+    assert view.states(paths) == expected
+
+
+def test_plan_keeps_file_of_target_without_size(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "app", {"a.py": "a"}, {"a.py": 0o644})
+    owned = listing_of(root, ["a.py"])
+    target = target_of({"a.py": b"a"})
+    target.files["a.py"] = TargetFile("a.py", V3, sha(b"a"), None, 0o644)
+
+    plan = build_plan(target, owned, InstallView(root))
+
+    assert list(plan.kept) == ["a.py"]
 
 
 def test_plan_deletes_owned_file_only(tmp_path: Path) -> None:

@@ -22,11 +22,11 @@ from codemate_setup.config import HomeLayout
 from codemate_setup.errors import InstallError, SetupCancelledError, SetupError
 from codemate_setup.filestore import store_path
 from codemate_setup.homefiles import prepare_folders
+from codemate_setup.install_view import InstallView
 from codemate_setup.journal import TransactionKind
 from codemate_setup.listing import (
     InstalledFile,
     InstalledListing,
-    InstallView,
     load_listing,
 )
 from codemate_setup.plan import Plan, TargetFile, TargetState, build_plan
