@@ -16,8 +16,10 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import filelock
+if TYPE_CHECKING:
+    import filelock
 
 try:
     import fcntl
@@ -49,7 +51,7 @@ class StateLock:
         self.path = path
         self._fallback: filelock.FileLock | None = None
         if fcntl is None:
-            self._fallback = filelock.FileLock(str(path))
+            self._fallback = _file_lock(path)
 
     def acquire(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for the lock.
@@ -72,7 +74,7 @@ class StateLock:
             if e.errno not in _NO_FLOCK_ERRNOS:
                 raise
             logger.debug("flock is not supported on %s, so filelock is used", self.path)
-            self._fallback = filelock.FileLock(str(self.path))
+            self._fallback = _file_lock(self.path)
             return self._acquire_fallback(timeout)
         except BaseException:
             # Ctrl+C during the wait, for one. The descriptor has no lock yet.
@@ -91,12 +93,22 @@ class StateLock:
         os.close(token)
 
     def _acquire_fallback(self, timeout: float) -> int | None:
+        import filelock
+
         assert self._fallback is not None
         try:
             self._fallback.acquire(timeout=timeout)
         except filelock.Timeout:
             return None
         return -1
+
+
+def _file_lock(path: Path) -> filelock.FileLock:
+    # Imported only where flock is missing: importing filelock takes about
+    # 10 ms, a share of every script's start-up.
+    import filelock
+
+    return filelock.FileLock(str(path))
 
 
 def _wait_for_flock(descriptor: int, timeout: float) -> bool:
