@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from codemate_setup.errors import InstallError
 from codemate_setup.filestore import hash_file
+from codemate_setup.fsutil import write_failure_advice
 from codemate_setup.listing import InstalledFile, InstalledListing
 from codemate_setup.paths import ReleaseRoot
 
@@ -134,6 +135,8 @@ class InstallView:
                             info = lstat(name, dir_fd=fd)
                     except (FileNotFoundError, NotADirectoryError):
                         found = FileState(PathKind.MISSING)
+                    except OSError as e:
+                        raise _inspect_failed(prefix + path, e) from e
                     else:
                         known = known_files.get(path)
                         st_mode = info.st_mode
@@ -155,6 +158,9 @@ class InstallView:
                                 ),
                             )
                         else:
+                            # Hashing opens the file: the folder's descriptor
+                            # is closed first, so it needs no extra one.
+                            cursor.leave()
                             found = self._describe(path, info)
                     states[path] = found
                 append(found)
@@ -202,8 +208,9 @@ class InstallView:
         try:
             sha256, _size = hash_file(Path(target))
         except OSError as e:
+            advice = write_failure_advice(e, otherwise="check its permissions")
             raise InstallError(
-                f"cannot read the installed file {target}: {e}; check its permissions"
+                f"cannot read the installed file {target}: {e}; {advice}"
             ) from e
         self.hashed += 1
         logger.debug("hashed %s: listing entry missing or stale", path)
@@ -227,14 +234,16 @@ class _FolderCursor:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._close()
+        self.leave()
 
     def enter(self, folder: str) -> None:
         """Make ``folder`` (a release path, "" for the root) the current one."""
-        self._close()
+        self.leave()
         self.folder = folder
         if not _RELATIVE_LSTAT:
             return
+        # NOTE: a folder replaced by a link after ReleaseRoot proved it is
+        # followed here, as the moves of an update follow it.
         try:
             self.fd = os.open(
                 self.prefix + folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -242,10 +251,22 @@ class _FolderCursor:
         except OSError:
             self.fd = None
 
-    def _close(self) -> None:
+    def leave(self) -> None:
+        """Close the current folder; the next file enters its folder again."""
+        self.folder = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _inspect_failed(target: str, error: OSError) -> InstallError:
+    advice = write_failure_advice(
+        error, otherwise="remove or repair it, then run the update again"
+    )
+    return InstallError(
+        f"cannot inspect the installed path {target}: {error.strerror or error}; "
+        f"{advice}"
+    )
 
 
 def _kind_of(st_mode: int) -> PathKind:

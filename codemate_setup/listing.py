@@ -36,6 +36,9 @@ from codemate_setup.records import make_records
 logger = logging.getLogger(__name__)
 
 LISTING_FORMAT = 2
+# The mode bits a listing records: read, write and execute for owner, group
+# and others.
+PERMISSION_BITS = 0o777
 
 
 class InstalledFile(NamedTuple):
@@ -133,7 +136,11 @@ def _columns(entries: list[Any]) -> tuple[tuple[Any, ...], ...]:
 
 
 def _check_mode(mode: object) -> None:
-    if type(mode) is not int or not 0 <= mode <= 0o777 or not mode & OWNER_READ:
+    if (
+        type(mode) is not int
+        or not 0 <= mode <= PERMISSION_BITS
+        or not mode & OWNER_READ
+    ):
         raise ValueError(
             f"a mode must be permission bits that let the owner read, got {mode!r}"
         )

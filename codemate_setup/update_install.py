@@ -10,10 +10,9 @@ cancel before the commit rolls every move back.
 from __future__ import annotations
 
 import os
-import stat
 import threading
-from itertools import compress
-from operator import attrgetter, itemgetter, ne
+from itertools import compress, repeat
+from operator import attrgetter, gt, itemgetter, ne
 from pathlib import Path
 
 from packaging.version import Version
@@ -23,7 +22,7 @@ from codemate_setup.config import HomeLayout
 from codemate_setup.fsutil import HAS_POSIX_MODES
 from codemate_setup.gc_pause import CollectorPause
 from codemate_setup.journal import TransactionKind
-from codemate_setup.listing import InstalledFile, InstalledListing
+from codemate_setup.listing import PERMISSION_BITS, InstalledFile, InstalledListing
 from codemate_setup.plan import OpKind, Plan, TargetState
 from codemate_setup.records import make_records
 from codemate_setup.steps import StepReporter
@@ -132,7 +131,7 @@ def new_listing(
             record = InstalledFile(
                 sha256=hashes[path][0],
                 size=info.st_size,
-                mode=stat.S_IMODE(info.st_mode),
+                mode=info.st_mode & PERMISSION_BITS,
                 mtime_ns=info.st_mtime_ns,
             )
         files[path] = record
@@ -154,16 +153,22 @@ def _kept_records(state: TargetState, plan: Plan) -> dict[str, InstalledFile]:
     kept = plan.kept
     stored = make_records(InstalledFile, map(_STORED_FIELDS, kept.values()))
     records = dict(zip(kept, stored, strict=True))
-    if not HAS_POSIX_MODES:
-        return records
+    if HAS_POSIX_MODES:
+        targets = list(map(state.files.__getitem__, records))
+        modes = map(_RECORD_MODE, records.values())
+        differ = map(ne, modes, map(_TARGET_MODE, targets))
+        for target_file in compress(targets, differ):
+            if target_file.mode is not None:
+                records[target_file.path] = records[target_file.path]._replace(
+                    mode=target_file.mode
+                )
 
-    targets = list(map(state.files.__getitem__, records))
-    differ = map(ne, map(_RECORD_MODE, records.values()), map(_TARGET_MODE, targets))
-    for target_file in compress(targets, differ):
-        if target_file.mode is not None:
-            records[target_file.path] = records[target_file.path]._replace(
-                mode=target_file.mode
-            )
+    # A listing records permission bits only, so the set-user-ID, set-group-ID
+    # and sticky bits of a file kept as found are left out.
+    special = map(gt, map(_RECORD_MODE, records.values()), repeat(PERMISSION_BITS))
+    for path in list(compress(records, special)):
+        mode = records[path].mode & PERMISSION_BITS
+        records[path] = records[path]._replace(mode=mode)
     return records
 
 

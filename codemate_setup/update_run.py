@@ -25,6 +25,7 @@ from codemate_setup.homefiles import (
 )
 from codemate_setup.install_view import InstallView
 from codemate_setup.listing import (
+    PERMISSION_BITS,
     InstalledFile,
     InstalledListing,
     load_listing,
@@ -280,9 +281,8 @@ class UpdateRun:
             state = view.state(path)
             if state.sha256 is None or state.size is None or state.mtime_ns is None:
                 continue
-            files[path] = InstalledFile(
-                state.sha256, state.size, state.mode or entry.mode, state.mtime_ns
-            )
+            mode = (state.mode or entry.mode) & PERMISSION_BITS
+            files[path] = InstalledFile(state.sha256, state.size, mode, state.mtime_ns)
         save_listing(
             self.layout.installed_listing,
             InstalledListing(

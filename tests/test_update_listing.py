@@ -12,7 +12,12 @@ from packaging.version import Version
 
 from codemate_setup.config import HomeLayout
 from codemate_setup.install_view import InstallView
-from codemate_setup.listing import InstalledFile, InstalledListing
+from codemate_setup.listing import (
+    InstalledFile,
+    InstalledListing,
+    load_listing,
+    save_listing,
+)
 from codemate_setup.plan import TargetFile, TargetState, build_plan
 from codemate_setup.update_install import new_listing
 
@@ -82,3 +87,21 @@ def test_new_listing_records_placed_file(tmp_path: Path) -> None:
     listing = new_listing(layout, V3, target, plan, {"a.py": (sha(b"new"), 3)})
 
     assert listing.files["a.py"] == recorded(root, "a.py")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX modes only")
+def test_new_listing_leaves_out_setuid_bit(tmp_path: Path) -> None:
+    layout = layout_with(tmp_path, {"run.sh": "echo"})
+    root = layout.install_dir
+    (root / "run.sh").chmod(0o4755)
+    owned = {"run.sh": recorded(root, "run.sh")._replace(mode=0o755)}
+    # A legacy target declares no mode, so the file is kept as found.
+    target = TargetState(
+        V3, {"run.sh": TargetFile("run.sh", V3, sha(b"echo"), 4, None)}
+    )
+    plan = build_plan(target, owned, InstallView(root, InstalledListing("2", owned)))
+
+    listing = new_listing(layout, V3, target, plan, {})
+    save_listing(layout.installed_listing, listing)
+
+    assert load_listing(layout.installed_listing) == listing
