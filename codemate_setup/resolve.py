@@ -19,12 +19,7 @@ from codemate_setup.config import Limits
 from codemate_setup.errors import UsageError
 from codemate_setup.listing import InstalledFile, InstalledListing
 from codemate_setup.manifest import Manifest, parse_manifest
-from codemate_setup.plan import (
-    TargetFile,
-    TargetState,
-    fold_manifests,
-    legacy_chain,
-)
+from codemate_setup.target import TargetFile, TargetState, fold_manifests, legacy_chain
 from codemate_setup.versions import parse_version
 
 logger = logging.getLogger(__name__)

@@ -23,9 +23,10 @@ from codemate_setup.fsutil import HAS_POSIX_MODES
 from codemate_setup.gc_pause import CollectorPause
 from codemate_setup.journal import TransactionKind
 from codemate_setup.listing import PERMISSION_BITS, InstalledFile, InstalledListing
-from codemate_setup.plan import OpKind, Plan, TargetState
+from codemate_setup.plan import OpKind, Plan
 from codemate_setup.records import make_records
 from codemate_setup.steps import StepReporter
+from codemate_setup.target import TargetState
 from codemate_setup.transaction import Transaction
 from codemate_setup.transaction_paths import install_path
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from codemate_setup.plan import ChangeKind
+from codemate_setup.target import ChangeKind
 
 
 @dataclass

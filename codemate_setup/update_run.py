@@ -31,14 +31,7 @@ from codemate_setup.listing import (
     load_listing,
     save_listing,
 )
-from codemate_setup.plan import (
-    ChangeKind,
-    OpKind,
-    Plan,
-    TargetState,
-    build_plan,
-    classify_change,
-)
+from codemate_setup.plan import OpKind, Plan, build_plan
 from codemate_setup.resolve import (
     ResolvedTarget,
     listing_from_manifest,
@@ -47,6 +40,7 @@ from codemate_setup.resolve import (
     resolve_target,
 )
 from codemate_setup.steps import StepReporter
+from codemate_setup.target import ChangeKind, TargetState, classify_change
 from codemate_setup.update_confirm import Confirm, confirm_major_update
 from codemate_setup.update_install import apply_update
 from codemate_setup.update_result import (

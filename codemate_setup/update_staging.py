@@ -22,8 +22,9 @@ from codemate_setup.download import (
     download_all,
 )
 from codemate_setup.filestore import store_path, verify_staged_file
-from codemate_setup.plan import Plan, TargetFile, TargetState
+from codemate_setup.plan import Plan
 from codemate_setup.steps import StepReporter
+from codemate_setup.target import TargetFile, TargetState
 
 # Threads that hash staged files; hashlib releases the GIL on large reads.
 VERIFY_WORKERS = 4

@@ -30,9 +30,10 @@ from codemate_setup.errors import InstallError, ManifestError
 from codemate_setup.install_view import FileState, InstallView, PathKind
 from codemate_setup.listing import InstalledFile, InstalledListing, load_listing
 from codemate_setup.middleware import MiddlewareHandle
-from codemate_setup.plan import OpKind, TargetFile, TargetState, build_plan
+from codemate_setup.plan import OpKind, build_plan
 from codemate_setup.state import lockfile
 from codemate_setup.state.lockfile import StateLock
+from codemate_setup.target import TargetFile, TargetState
 from codemate_setup.update_install import new_listing
 
 V3 = Version("3.0.0")

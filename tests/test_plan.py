@@ -15,17 +15,14 @@ from codemate_setup.errors import InstallError, ManifestError
 from codemate_setup.install_view import InstallView
 from codemate_setup.listing import InstalledFile, InstalledListing
 from codemate_setup.manifest import Manifest, ManifestEntry
-from codemate_setup.plan import (
+from codemate_setup.plan import Op, OpKind, build_plan, plan_restore
+from codemate_setup.target import (
     ChangeKind,
-    Op,
-    OpKind,
     TargetFile,
     TargetState,
-    build_plan,
     classify_change,
     fold_manifests,
     legacy_chain,
-    plan_restore,
 )
 
 V2 = Version("2.0.0")

@@ -29,7 +29,8 @@ from codemate_setup.listing import (
     InstalledListing,
     load_listing,
 )
-from codemate_setup.plan import Plan, TargetFile, TargetState, build_plan
+from codemate_setup.plan import Plan, build_plan
+from codemate_setup.target import TargetFile, TargetState
 from codemate_setup.testhooks import FAIL_VARIABLE
 from codemate_setup.transaction import Transaction
 from codemate_setup.transaction_recovery import recover

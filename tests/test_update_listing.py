@@ -18,7 +18,8 @@ from codemate_setup.listing import (
     load_listing,
     save_listing,
 )
-from codemate_setup.plan import TargetFile, TargetState, build_plan
+from codemate_setup.plan import build_plan
+from codemate_setup.target import TargetFile, TargetState
 from codemate_setup.update_install import new_listing
 
 V3 = Version("3.0.0")
