@@ -2,6 +2,8 @@
 
 - ``make_tree(root, files, modes=None)``: write a tree of files (a plain
   function, importable with ``from conftest import make_tree``, and a fixture).
+- ``installed_record(root, path)``: the installed-listing record of a file as
+  it is on disk (a plain function).
 - ``start_middleware(releases_dir, **options)``: a factory fixture that starts
   the reference middleware and stops it at teardown.
 - ``example_releases``: a releases folder with the bundled example releases
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from codemate_setup.listing import InstalledFile
 from codemate_setup.middleware import MiddlewareHandle
 from codemate_setup.middleware import start_middleware as _start_middleware
 from codemate_setup.publish import publish_release
@@ -49,6 +53,14 @@ def make_tree(
         if modes and path in modes:
             target.chmod(modes[path])
     return root
+
+
+def installed_record(root: Path, path: str) -> InstalledFile:
+    """Return the listing record of the file at release path ``path`` under ``root``."""
+    file = root.joinpath(*path.split("/"))
+    info = file.stat()
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    return InstalledFile(digest, info.st_size, info.st_mode & 0o777, info.st_mtime_ns)
 
 
 @pytest.fixture(name="make_tree")

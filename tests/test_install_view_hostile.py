@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import make_tree
+from conftest import installed_record, make_tree
 from packaging.version import Version
 from update_helpers import ROOT, publish_releases, update_in_process
 
@@ -46,16 +46,21 @@ def sha(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def recorded(root: Path, path: str) -> InstalledFile:
-    file = root / path
-    info = file.stat()
-    return InstalledFile(
-        sha(file.read_bytes()), info.st_size, info.st_mode & 0o777, info.st_mtime_ns
-    )
-
-
 def open_descriptors() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+def run_script(script: str, root: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a child interpreter with ``root`` as its argument."""
+    return subprocess.run(
+        [sys.executable, "-c", script, str(root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=30,
+        check=True,
+    )
 
 
 class StatesView:
@@ -145,15 +150,7 @@ def test_view_fifo_as_folder_does_not_block(tmp_path: Path) -> None:
         """
     )
 
-    child = subprocess.run(
-        [sys.executable, "-c", script, str(root)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        timeout=30,
-        check=True,
-    )
+    child = run_script(script, root)
 
     assert child.stdout.split() == ["missing", "file", "other"]
 
@@ -206,15 +203,7 @@ def test_view_hashes_with_one_descriptor_free(tmp_path: Path) -> None:
         """
     )
 
-    child = subprocess.run(
-        [sys.executable, "-c", script, str(root)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        timeout=30,
-        check=True,
-    )
+    child = run_script(script, root)
 
     assert child.stdout.split() == ["file", sha("a")]
 
@@ -240,7 +229,7 @@ def test_view_fallback_matches_on_odd_entries(
 
 def test_view_rehashes_same_size_new_mtime(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "app", {"pkg/a.py": "aaaa"})
-    listing = InstalledListing("2", {"pkg/a.py": recorded(root, "pkg/a.py")})
+    listing = InstalledListing("2", {"pkg/a.py": installed_record(root, "pkg/a.py")})
     (root / "pkg" / "a.py").write_text("bbbb")
     info = (root / "pkg" / "a.py").stat()
     os.utime(root / "pkg" / "a.py", ns=(info.st_atime_ns, info.st_mtime_ns + 1000))
@@ -350,7 +339,7 @@ def test_update_listing_matches_disk(
     assert result.files_placed == 1
     assert result.files_rehashed == 1
     assert listing is not None
-    assert listing.files == {path: recorded(app, path) for path in new}
+    assert listing.files == {path: installed_record(app, path) for path in new}
     assert again.files_rehashed == 0
     assert again.files_placed == 0
 
@@ -376,7 +365,7 @@ def test_legacy_update_listing_matches_disk(
 
     assert document["version"] == "1.1.0"
     assert listing is not None
-    assert listing.files == {path: recorded(home / "app", path) for path in new}
+    assert listing.files == {path: installed_record(home / "app", path) for path in new}
 
 
 # The lock where flock is refused

@@ -7,13 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import make_tree
+from conftest import installed_record, make_tree
 from packaging.version import Version
 
 from codemate_setup.config import HomeLayout
 from codemate_setup.install_view import InstallView
 from codemate_setup.listing import (
-    InstalledFile,
     InstalledListing,
     load_listing,
     save_listing,
@@ -29,14 +28,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def recorded(root: Path, path: str) -> InstalledFile:
-    file = root / path
-    info = file.stat()
-    return InstalledFile(
-        sha(file.read_bytes()), info.st_size, info.st_mode & 0o777, info.st_mtime_ns
-    )
-
-
 def layout_with(tmp_path: Path, files: dict[str, str]) -> HomeLayout:
     layout = HomeLayout(home=tmp_path, install_dir=tmp_path / "app")
     make_tree(layout.install_dir, files, dict.fromkeys(files, 0o644))
@@ -46,7 +37,7 @@ def layout_with(tmp_path: Path, files: dict[str, str]) -> HomeLayout:
 def test_new_listing_keeps_recorded_state(tmp_path: Path) -> None:
     layout = layout_with(tmp_path, {"a.py": "a", "pkg/b.py": "b"})
     root = layout.install_dir
-    owned = {path: recorded(root, path) for path in ("a.py", "pkg/b.py")}
+    owned = {path: installed_record(root, path) for path in ("a.py", "pkg/b.py")}
     target = TargetState(
         V3,
         {
@@ -65,7 +56,7 @@ def test_new_listing_keeps_recorded_state(tmp_path: Path) -> None:
 def test_new_listing_records_changed_mode(tmp_path: Path) -> None:
     layout = layout_with(tmp_path, {"run.sh": "echo"})
     root = layout.install_dir
-    owned = {"run.sh": recorded(root, "run.sh")}
+    owned = {"run.sh": installed_record(root, "run.sh")}
     target = TargetState(
         V3, {"run.sh": TargetFile("run.sh", V3, sha(b"echo"), 4, 0o755)}
     )
@@ -79,7 +70,7 @@ def test_new_listing_records_changed_mode(tmp_path: Path) -> None:
 def test_new_listing_records_placed_file(tmp_path: Path) -> None:
     layout = layout_with(tmp_path, {"a.py": "old"})
     root = layout.install_dir
-    owned = {"a.py": recorded(root, "a.py")}
+    owned = {"a.py": installed_record(root, "a.py")}
     target = TargetState(V3, {"a.py": TargetFile("a.py", V3, sha(b"new"), 3, 0o644)})
     plan = build_plan(target, owned, InstallView(root, InstalledListing("2", owned)))
     # The update's step 8 puts the new file in place.
@@ -87,7 +78,7 @@ def test_new_listing_records_placed_file(tmp_path: Path) -> None:
 
     listing = new_listing(layout, V3, target, plan, {"a.py": (sha(b"new"), 3)})
 
-    assert listing.files["a.py"] == recorded(root, "a.py")
+    assert listing.files["a.py"] == installed_record(root, "a.py")
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX modes only")
@@ -95,7 +86,7 @@ def test_new_listing_leaves_out_setuid_bit(tmp_path: Path) -> None:
     layout = layout_with(tmp_path, {"run.sh": "echo"})
     root = layout.install_dir
     (root / "run.sh").chmod(0o4755)
-    owned = {"run.sh": recorded(root, "run.sh")._replace(mode=0o755)}
+    owned = {"run.sh": installed_record(root, "run.sh")._replace(mode=0o755)}
     # A legacy target declares no mode, so the file is kept as found.
     target = TargetState(
         V3, {"run.sh": TargetFile("run.sh", V3, sha(b"echo"), 4, None)}
