@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="confirm a major update without asking"
     )
     parser.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="install VERSION from the middleware even if it is older than the "
+        "installed version",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted setup: completed phases are skipped",
@@ -153,6 +159,7 @@ def _setup_options(args: argparse.Namespace, layout: HomeLayout) -> SetupOptions
         repo=args.repo,
         allow_insecure_http=args.allow_insecure_http,
         yes=args.yes,
+        allow_downgrade=args.allow_downgrade,
         resume=args.resume,
         skip_update=args.skip_update,
         skip_verification=args.skip_verification,

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        print(format_state(document))
+        print(format_state(document, path.parent))
     return ExitCode.OK
 
 

@@ -2,7 +2,8 @@
 
 Usage: ``python verification_env.py [--home DIR] [--check-only] [--json] ...``;
 ``--help`` lists every option. Exit codes: 0 nothing critical remains, 1 a
-critical issue remains, 2 invalid usage, 130 interrupted.
+critical issue remains, 2 invalid usage, 3 another setup is running in this
+home, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ When {SETUP_ID_VARIABLE} is set, progress goes into that running setup.
 Otherwise the run records a setup of its own in the home's setup_state.json.
 
 Exit codes: 0 nothing critical remains, 1 a critical issue remains, 2 invalid
-usage, 130 interrupted.
+usage, 3 another setup is running in this home, 130 interrupted.
 """
 
 

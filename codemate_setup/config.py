@@ -7,6 +7,7 @@ default.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,17 @@ def resolve_home(flag: str | os.PathLike[str] | None = None) -> Path:
     """Return the home folder from ``--home``, ``CODEMATE_HOME`` or the default."""
     raw = flag if flag else os.environ.get("CODEMATE_HOME") or DEFAULT_HOME
     return Path(os.path.expanduser(os.fspath(raw))).absolute()
+
+
+def home_flag(home: Path) -> str:
+    """Return `` --home HOME`` for a command that must name ``home``.
+
+    A hint that a person copies has to reach the same home: it is empty only
+    for the home a command finds without the flag.
+    """
+    if home == resolve_home():
+        return ""
+    return f" --home {shlex.quote(str(home))}"
 
 
 def resolve_middleware_url(flag: str | None = None) -> str:

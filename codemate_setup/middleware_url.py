@@ -45,7 +45,7 @@ def validate_base_url(base_url: str, *, allow_insecure_http: bool = False) -> st
             carries a query or fragment, has an invalid port, or uses plain
             http to a host that is not on loopback without the permission.
     """
-    safe_url = redact_url(base_url) if isinstance(base_url, str) else repr(base_url)
+    safe_url = _safe_display(base_url)
     hint = "expected a URL such as https://updates.example.com"
     if not isinstance(base_url, str) or not base_url.strip():
         raise UsageError(f"invalid middleware URL {safe_url!r}: {hint}")
@@ -58,6 +58,8 @@ def validate_base_url(base_url: str, *, allow_insecure_http: bool = False) -> st
         raise UsageError(f"invalid middleware URL {safe_url!r}: {e}; {hint}") from e
 
     if parts.scheme not in ("http", "https") or not parts.hostname:
+        if "://" not in base_url:
+            hint = _missing_scheme_hint(text)
         raise UsageError(f"invalid middleware URL {safe_url!r}: {hint}")
     if parts.query or parts.fragment:
         raise UsageError(
@@ -75,3 +77,23 @@ def validate_base_url(base_url: str, *, allow_insecure_http: bool = False) -> st
         )
 
     return text
+
+
+def _missing_scheme_hint(text: str) -> str:
+    """Suggest the URL with a scheme, for input such as ``127.0.0.1:8000``."""
+    try:
+        host = urlsplit(f"//{text}").hostname
+    except ValueError:
+        host = None
+    scheme = "http" if host and is_loopback_host(host) else "https"
+    return f"the scheme is missing; did you mean {redact_url(f'{scheme}://{text}')}?"
+
+
+def _safe_display(base_url: object) -> str:
+    """Return the URL for a message, with credentials masked even without a scheme."""
+    if not isinstance(base_url, str):
+        return repr(base_url)
+    if "://" in base_url:
+        return redact_url(base_url)
+    # Without a scheme, "user:pw@host" would not parse as user information.
+    return redact_url(f"//{base_url}").removeprefix("//")

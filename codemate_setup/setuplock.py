@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Iterator
 
-from codemate_setup.config import HomeLayout
+from codemate_setup.config import HomeLayout, home_flag
 from codemate_setup.errors import SetupBusyError, StateFileError
 from codemate_setup.state.liveness import Liveness, assess
 from codemate_setup.state.lockfile import StateLock
@@ -180,6 +180,7 @@ def _busy_message(layout: HomeLayout) -> str:
         )
     running = f" (pid {pid})" if pid is not None else ""
     return (
-        f"another setup is running in {layout.home}{running}; "
-        "wait for it with `setup_orchestrator.py --wait` or stop that process"
+        f"another setup is running in {layout.home}{running}; wait for it "
+        f"with `setup_orchestrator.py --wait{home_flag(layout.home)}` or stop "
+        "that process"
     )

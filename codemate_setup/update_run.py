@@ -13,6 +13,7 @@ import threading
 
 from packaging.version import Version
 
+from codemate_setup.backups import find_restore_chain, list_backups
 from codemate_setup.client import MiddlewareClient
 from codemate_setup.config import RunOptions
 from codemate_setup.errors import SetupCancelledError, UsageError
@@ -148,11 +149,21 @@ class UpdateRun:
         if self.change is ChangeKind.DOWNGRADE and not self.allow_downgrade:
             raise UsageError(
                 f"{self.target} is older than the installed {self.installed}; "
-                f"restore it from the backups with update.py --rollback "
-                f"{self.target}, or pass --allow-downgrade to install it from "
-                "the middleware"
+                f"{self._downgrade_advice()}"
             )
         self._check_cancel()
+
+    def _downgrade_advice(self) -> str:
+        install = "pass --allow-downgrade to install it from the middleware"
+        backups = list_backups(self.layout.backups_dir)
+        try:
+            find_restore_chain(backups, str(self.installed), str(self.target))
+        except UsageError:
+            return install
+        return (
+            f"restore it from the backups with update.py --rollback "
+            f"{self.target}, or {install}"
+        )
 
     # Step 2
 
@@ -160,6 +171,10 @@ class UpdateRun:
         client.health()
         versions = release_versions(client.list_releases())
         require_published(versions, self.target, client.display_url)
+        # The release's own spelling ("3.0.0" when "3.0" was typed) goes into
+        # version.txt, the listing and the names of backups.
+        self.target = versions[versions.index(self.target)]
+        self.result.to_version = str(self.target)
         info = client.release_info(self.target)
         self.reporter.tracker.set_phase_info(
             self.reporter.phase,

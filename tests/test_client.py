@@ -90,6 +90,28 @@ def test_base_url_hides_password_in_error() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "suggested"),
+    [
+        ("127.0.0.1:8000", "did you mean http://127.0.0.1:8000?"),
+        ("localhost:8000/api", "did you mean http://localhost:8000/api?"),
+        ("updates.example.com", "did you mean https://updates.example.com?"),
+    ],
+)
+def test_base_url_without_scheme_suggests_one(url: str, suggested: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        validate_base_url(url)
+
+    assert suggested in str(caught.value)
+
+
+def test_base_url_without_scheme_hides_password() -> None:
+    with pytest.raises(UsageError) as caught:
+        validate_base_url("bob:hunter2@127.0.0.1:8000")
+
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("url", "expected"),
     [
         ("http://127.0.0.1:8000/", "http://127.0.0.1:8000"),

@@ -163,6 +163,26 @@ def test_cli_fault_drop_with_path(example_releases, run_cli):
     assert readme.status_code == 200
 
 
+@posix_only
+def test_cli_warns_about_unpublished_folder(tmp_path, run_cli):
+    # Release sources, not published releases: nothing can be served.
+    (tmp_path / "3.0.0").mkdir()
+    process, _url = run_cli(tmp_path, "--quiet")
+
+    _code, stderr = stop(process, signal.SIGTERM)
+
+    assert f"no published release in {tmp_path}" in stderr
+
+
+@posix_only
+def test_cli_quiet_about_published_folder(example_releases, run_cli):
+    process, _url = run_cli(example_releases, "--quiet")
+
+    _code, stderr = stop(process, signal.SIGTERM)
+
+    assert "no published release" not in stderr
+
+
 def test_cli_missing_folder_exits_2(tmp_path):
     process = spawn(tmp_path / "absent", "--port", "0")
     stdout, stderr = process.communicate(timeout=30)

@@ -165,6 +165,33 @@ def test_report_dead_process_not_running(tmp_path: Path) -> None:
     assert f"process {os.getpid()} is no longer running" in report
 
 
+def test_report_resume_hint_names_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CODEMATE_HOME", raising=False)
+    document = started_document(tmp_path)
+    document["process_start_time"] -= 3600
+    document["target_version"] = "3.0.0"
+
+    report = format_state(document, tmp_path)
+
+    assert f"`setup_orchestrator.py 3.0.0 --resume --home {tmp_path}`" in report
+
+
+def test_report_resume_hint_default_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The home a command finds without --home needs no flag in the hint.
+    monkeypatch.setenv("CODEMATE_HOME", str(tmp_path))
+    document = started_document(tmp_path)
+    document["process_start_time"] -= 3600
+    document["target_version"] = "3.0.0"
+
+    report = format_state(document, tmp_path)
+
+    assert "`setup_orchestrator.py 3.0.0 --resume`" in report
+
+
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
 def test_finished_setup_assessed_finished(tmp_path: Path, status: str) -> None:
     tracker = SetupTracker(tmp_path / "setup_state.json")

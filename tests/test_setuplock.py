@@ -76,6 +76,7 @@ def test_setup_lock_busy_after_grace(layout) -> None:
         holder.wait(timeout=10)
 
     assert f"another setup is running in {layout.home}" in str(caught.value)
+    assert f"`setup_orchestrator.py --wait --home {layout.home}`" in str(caught.value)
 
 
 def test_setup_lock_busy_inside_block(layout) -> None:
@@ -95,6 +96,11 @@ def test_setup_lock_released_on_exit(layout) -> None:
 @pytest.fixture
 def without_flock(monkeypatch) -> None:
     """Imitate Windows, where ``fcntl`` is missing and filelock locks instead."""
+    # filelock is imported first, so it keeps an operating-system lock as it
+    # has on Windows; imported without fcntl, it would fall back to a lock
+    # that only checks whether the file exists.
+    import filelock  # noqa: F401
+
     monkeypatch.setitem(sys.modules, "fcntl", None)
     monkeypatch.setattr(lockfile, "fcntl", None)
 

@@ -12,10 +12,12 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from codemate_setup.errors import ExitCode, SetupError, UsageError
 from codemate_setup.middleware.faults import FaultConfig
+from codemate_setup.middleware.releases import ReleaseStore
 from codemate_setup.middleware.server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -172,6 +174,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     handle = start_middleware(
         args.releases_dir, args.host, args.port, args.legacy, faults
     )
+    _warn_if_empty(Path(args.releases_dir))
     print(handle.url, flush=True)
     try:
         # A timed wait lets the main thread run the signal handlers.
@@ -180,6 +183,19 @@ def run(args: argparse.Namespace) -> ExitCode:
     finally:
         handle.stop()
     return ExitCode.OK
+
+
+def _warn_if_empty(releases_dir: Path) -> None:
+    # A folder of release sources (not published) serves no release, which a
+    # client reports only as an empty list.
+    if ReleaseStore(releases_dir).list_releases():
+        return
+    logger.warning(
+        "no published release in %s: publish one into it with python -m "
+        "codemate_setup.publish SOURCE_DIR --version VERSION --to %s",
+        releases_dir,
+        releases_dir,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ class SetupOptions:
     repo: str | None = None
     allow_insecure_http: bool = False
     yes: bool = False
+    allow_downgrade: bool = False
     resume: bool = False
     skip_update: bool = False
     skip_verification: bool = False

@@ -71,6 +71,8 @@ def run_update_phase(
         ]
         if options.yes:
             command.append("--yes")
+        if options.allow_downgrade:
+            command.append("--allow-downgrade")
         return _run_child(command, Phase.CODEBASE_UPDATE, tracker, cancel, lock_fd)
 
     from codemate_setup.updater import run_update
@@ -83,6 +85,7 @@ def run_update_phase(
             own_setup=False,
             yes=options.yes,
             cancel=cancel,
+            allow_downgrade=options.allow_downgrade,
         ),
         Phase.CODEBASE_UPDATE,
         tracker,

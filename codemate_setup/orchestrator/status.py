@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from codemate_setup.config import HomeLayout
+from codemate_setup.config import HomeLayout, home_flag
 from codemate_setup.errors import ExitCode
 from codemate_setup.setuplock import setup_lock_held
 from codemate_setup.state import Liveness, OverallStatus, assess
@@ -87,11 +87,11 @@ def render(
         return json.dumps(
             {"reported_status": describe_status(document), "state": document}, indent=2
         )
-    text = format_state(document)
+    text = format_state(document, layout.home)
     if describe_status(document) == "interrupted" and setup_lock_held(layout):
         text += (
             "\n  a phase process of this setup is still stopping and holds the "
             "setup lock, so a new setup exits with code 3 until it ends; wait "
-            "for it with `setup_orchestrator.py --wait`"
+            f"for it with `setup_orchestrator.py --wait{home_flag(layout.home)}`"
         )
     return text

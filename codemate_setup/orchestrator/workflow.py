@@ -8,7 +8,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 
-from codemate_setup.errors import ExitCode, SetupError, StateFileError
+from packaging.version import Version
+
+from codemate_setup.errors import ExitCode, SetupError, StateFileError, UsageError
 from codemate_setup.orchestrator.options import SetupOptions
 from codemate_setup.orchestrator.phases import (
     Outcome,
@@ -26,6 +28,7 @@ from codemate_setup.state import (
     SetupTracker,
     assess,
 )
+from codemate_setup.versions import parse_version
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ def run_setup(
 
     Raises:
         SetupBusyError: If another setup has the setup lock of this home.
+        UsageError: If no VERSION was given and no interrupted setup
+            recorded one to resume.
         SetupError: If the state file cannot be written.
     """
     token = token or CancelToken()
@@ -149,6 +154,11 @@ def _start_or_resume(options: SetupOptions, tracker: SetupTracker) -> set[Phase]
         else:
             logger.info("no interrupted setup to resume; starting a new one")
 
+    if options.version is None and not options.skip_update:
+        raise UsageError(
+            f"missing VERSION: no interrupted setup to resume in "
+            f"{options.layout.home}; pass the release to install, e.g. 3.0.0"
+        )
     target = str(options.version) if options.version is not None else None
     tracker.start_setup(target)
     return set()
@@ -170,18 +180,44 @@ def _previous_setup(tracker: SetupTracker) -> dict | None:
 
 
 def _resume(options: SetupOptions, tracker: SetupTracker, previous: dict) -> set[Phase]:
+    # Only completed phases are done: a phase that was skipped (for a flag, or
+    # because nothing was installed yet) is decided again by this run.
+    done = {
+        phase
+        for phase in Phase
+        if previous["phases"][phase.value]["status"] == PhaseStatus.COMPLETED.value
+    }
+    if (
+        options.version is None
+        and Phase.CODEBASE_UPDATE not in done
+        and not options.skip_update
+    ):
+        options.version = _recorded_target(previous)
+
     tracker.resume_setup()
-    done = set()
-    for phase in Phase:
-        status = previous["phases"][phase.value]["status"]
-        if status in (PhaseStatus.COMPLETED.value, PhaseStatus.SKIPPED.value):
-            done.add(phase)
     logger.info(
         "resuming setup %s; phases already done: %s",
         previous["setup_id"],
         ", ".join(sorted(phase.value for phase in done)) or "none",
     )
     return done
+
+
+def _recorded_target(previous: dict) -> Version:
+    """Return the target version that the interrupted setup recorded.
+
+    Raises:
+        UsageError: If it recorded none, or one that is not a version.
+    """
+    recorded = previous.get("target_version")
+    try:
+        return parse_version(recorded)
+    except UsageError as e:
+        raise UsageError(
+            f"missing VERSION: the interrupted setup {previous.get('setup_id')} "
+            f"recorded no usable target version ({recorded!r}); pass the release "
+            "to install, e.g. 3.0.0"
+        ) from e
 
 
 def _cancelled(results: dict[Phase, PhaseResult], token: CancelToken) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 import socket
+from pathlib import Path
 from typing import Any
 
+from codemate_setup.config import home_flag
 from codemate_setup.state.liveness import (
     Liveness,
     assess,
@@ -24,8 +27,12 @@ def describe_status(document: dict[str, Any]) -> str:
     return str(document.get("overall_status"))
 
 
-def format_state(document: dict[str, Any]) -> str:
-    """Render a state document as a short multi-line report."""
+def format_state(document: dict[str, Any], home: Path | None = None) -> str:
+    """Render a state document as a short multi-line report.
+
+    ``home`` is the folder of the state file; the commands that the report
+    suggests name it when it is not the default home.
+    """
     status = describe_status(document)
     lines = [
         f"Setup {document.get('setup_id')}: {status}, "
@@ -37,7 +44,7 @@ def format_state(document: dict[str, Any]) -> str:
         lines.append(f"  target version: {target}")
 
     if status == "interrupted":
-        lines.append(_interrupted_line(document))
+        lines.append(_interrupted_line(document, home))
 
     for phase in Phase:
         lines.extend(_format_phase(phase.value, document["phases"][phase.value]))
@@ -48,7 +55,8 @@ def format_state(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _interrupted_line(document: dict[str, Any]) -> str:
+def _interrupted_line(document: dict[str, Any], home: Path | None) -> str:
+    resume = _resume_command(document, home)
     pid = document.get("pid")
     age = heartbeat_age(document)
     host = document.get("hostname")
@@ -58,13 +66,20 @@ def _interrupted_line(document: dict[str, Any]) -> str:
         return (
             f"  process {pid} still exists but has not written for {age:.0f} s, "
             f"so it is stopped or hung; resume it (kill -CONT {pid}) or end it "
-            f"(kill {pid}), then continue with `setup_orchestrator.py --resume`"
+            f"(kill {pid}), then continue with `{resume}`"
         )
     seen = f", last heartbeat {age:.0f} s ago" if age is not None else ""
     return (
-        f"  process {pid} is no longer running{seen}; continue with "
-        "`setup_orchestrator.py --resume`, or run the interrupted command again"
+        f"  process {pid} is no longer running{seen}; continue with `{resume}`, "
+        "adding the --middleware-url of the interrupted command if it had one"
     )
+
+
+def _resume_command(document: dict[str, Any], home: Path | None) -> str:
+    target = document.get("target_version")
+    version = f" {shlex.quote(target)}" if isinstance(target, str) and target else ""
+    where = home_flag(home) if home is not None else ""
+    return f"setup_orchestrator.py{version} --resume{where}"
 
 
 def _format_phase(name: str, phase_doc: dict[str, Any]) -> list[str]:
