@@ -1,6 +1,6 @@
-"""What the install folder holds now, as the planner sees it.
+"""What the install folder contains now, as the planner sees it.
 
-An :class:`InstallView` answers, for each release path, whether it is a file,
+An :class:`InstallView` reports, for each release path, whether it is a file,
 a folder, a link or missing, and gives a file's hash. A file that the
 installed listing records with the same size and modification time is
 trusted without reading it, as git trusts its index.
@@ -222,7 +222,7 @@ class _FolderCursor:
 
     ``fd`` is None where lstat cannot take a folder descriptor, and for a
     folder that cannot be opened (missing, not a folder, or not readable);
-    the caller then uses the whole path, which gives the same answer.
+    the caller then uses the whole path, which gives the same result.
     """
 
     def __init__(self, prefix: str) -> None:

@@ -96,9 +96,9 @@ def test_setup_lock_released_on_exit(layout) -> None:
 @pytest.fixture
 def without_flock(monkeypatch) -> None:
     """Imitate Windows, where ``fcntl`` is missing and filelock locks instead."""
-    # filelock is imported first, so it keeps an operating-system lock as it
-    # has on Windows; imported without fcntl, it would fall back to a lock
-    # that only checks whether the file exists.
+    # filelock is imported first, so it keeps an operating-system lock, as on
+    # Windows. Imported without fcntl, it falls back to a lock file whose
+    # mere existence counts as held.
     import filelock  # noqa: F401
 
     monkeypatch.setitem(sys.modules, "fcntl", None)
