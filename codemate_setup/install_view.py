@@ -1,4 +1,4 @@
-"""What the install folder contains now, as the planner sees it.
+"""What the install folder contains now, read for the planner.
 
 An :class:`InstallView` reports, for each release path, whether it is a file,
 a folder, a link or missing, and gives a file's hash. A file that the
@@ -221,8 +221,8 @@ class _FolderCursor:
     """The open descriptor of the folder whose files are being looked at.
 
     ``fd`` is None where lstat cannot take a folder descriptor, and for a
-    folder that cannot be opened (missing, not a folder, or not readable);
-    the caller then uses the whole path, which gives the same result.
+    folder that cannot be opened (missing, not a folder, or not readable).
+    The caller then uses the whole path, which gives the same result.
     """
 
     def __init__(self, prefix: str) -> None:
